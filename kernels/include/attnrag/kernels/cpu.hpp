@@ -1,0 +1,69 @@
+// CPU kernel table: every op has a scalar reference; SIMD levels are chosen at run time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "attnrag/kernels/types.hpp"
+
+namespace attnrag::kernels {
+
+enum class SimdLevel { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+std::string_view simd_level_name(SimdLevel level);
+
+// Highest level this CPU supports (cpuid + OS state).
+SimdLevel detected_simd_level();
+
+// The level in use: detected, lowered by ATTNRAG_SIMD=scalar|avx2|avx512 (read once), or by
+// set_simd_level (tests). Asking for a level above the detected one yields the detected one.
+SimdLevel active_simd_level();
+void set_simd_level(SimdLevel level);
+
+// y[r] = dot(W[r, :], x) for r in [0, n_rows).
+// W rows are n_cols elements of `type`, w_row_bytes apart.
+// x: for quantized types (traits.quantized), n_cols/32 BlockQ8A blocks (see quantize_q8a);
+//    for F32/F16/BF16, n_cols floats.
+using MatVecFn = void (*)(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes,
+                          const void* x, float* y);
+
+// dst[0, n) = dequantized src row of n elements.
+using DequantFn = void (*)(const void* src, float* dst, int64_t n);
+
+struct CpuKernels {
+    SimdLevel level;
+    // Indexed by kernel_type_index(type); nullptr where the type is unsupported.
+    MatVecFn matvec[9];
+    DequantFn dequant[9];
+
+    // x[0, n) -> n/32 BlockQ8A blocks (n a multiple of 32).
+    void (*quantize_q8a)(const float* x, BlockQ8A* y, int64_t n);
+
+    // Dot product of two float vectors.
+    float (*dot_f32)(const float* a, const float* b, int64_t n);
+    // y[i] += a * x[i]
+    void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
+    // y[i] = x[i] / rms(x) * w[i]; rms = sqrt(mean(x^2) + eps)
+    void (*rmsnorm)(const float* x, const float* w, float eps, float* y, int64_t n);
+    // g[i] = silu(g[i]) * u[i]
+    void (*silu_mul)(float* g, const float* u, int64_t n);
+    // x[i] = exp(x[i] - max) / sum; returns log-sum-exp of the input.
+    float (*softmax)(float* x, int64_t n);
+};
+
+// Index of a type in CpuKernels::matvec/dequant; -1 when unsupported.
+int kernel_type_index(DType type);
+
+// The table for the active level (or an explicit one).
+const CpuKernels& cpu_kernels();
+const CpuKernels& cpu_kernels(SimdLevel level);
+
+// Rotary position embedding applied in place to x [n_heads][head_dim] at position `pos`.
+// Interleaved (llama.cpp "normal"): pairs (2i, 2i+1). Neox (Qwen2): pairs (i, i + head_dim/2).
+// theta_i = pos * base^(-2i / n_rot) for pair i < n_rot/2; dims >= n_rot are untouched.
+enum class RopeStyle { Interleaved = 0, Neox = 1 };
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, float pos, float base,
+          RopeStyle style);
+
+}  // namespace attnrag::kernels

@@ -1,0 +1,65 @@
+// Byte-level BPE tokenizer built from GGUF metadata, with special tokens and the chat template.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attnrag/gguf.hpp"
+#include "attnrag/result.hpp"
+
+namespace attnrag {
+
+using TokenId = int32_t;
+
+struct ChatMessage {
+    std::string role;  // "system", "user", "assistant"
+    std::string content;
+};
+
+// Immutable after construction; safe to share between threads.
+class Tokenizer {
+   public:
+    // Reads tokenizer.ggml.{model,pre,tokens,token_type,merges,*_token_id}. Supports model
+    // "gpt2" (byte-level BPE) with the pre-tokenizers of the llama/qwen2 families
+    // (smollm, gpt2, llama-bpe, qwen2, ...); anything else is Unsupported.
+    static Result<Tokenizer> from_gguf(const GgufFile& file);
+
+    Tokenizer(Tokenizer&&) noexcept;
+    Tokenizer& operator=(Tokenizer&&) noexcept;
+    ~Tokenizer();
+
+    // Text -> ids. Invalid UTF-8 is an InvalidArgument error giving the byte offset.
+    // parse_special=false treats "<|im_start|>" etc. as plain text (so decode(encode(s)) == s);
+    // true turns the special tokens' texts into their ids.
+    Result<std::vector<TokenId>> encode(std::string_view text, bool parse_special = false) const;
+
+    // Ids -> bytes (concatenated pieces; special tokens render as their text).
+    std::string decode(std::span<const TokenId> ids) const;
+    // The raw bytes of one token (may be an incomplete UTF-8 sequence).
+    std::string piece(TokenId id) const;
+
+    int32_t n_vocab() const;
+    TokenId bos_id() const;  // -1 if none
+    TokenId eos_id() const;
+    // End of generation: eos and the chat template's end-of-turn token (<|im_end|>).
+    bool is_end_of_generation(TokenId id) const;
+    bool is_special(TokenId id) const;
+    // Id of a token with exactly this text, or -1.
+    TokenId find_token(std::string_view text) const;
+
+    // ChatML: <|im_start|>role\ncontent<|im_end|>\n ... and, when add_generation_prompt,
+    // <|im_start|>assistant\n. Message contents are encoded as plain text (never special).
+    Result<std::vector<TokenId>> encode_chat(std::span<const ChatMessage> messages,
+                                             bool add_generation_prompt = true) const;
+
+   private:
+    struct Impl;
+    explicit Tokenizer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace attnrag

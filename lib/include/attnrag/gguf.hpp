@@ -34,6 +34,10 @@ struct GgufTensorInfo {
 class GgufFile {
    public:
     static Result<GgufFile> open(const std::string& path);
+    // Parses a copy of `bytes` (held 64-byte aligned) with the same checks as open(); `name`
+    // stands for the path in messages. For tests and fuzzing.
+    static Result<GgufFile> from_bytes(std::span<const uint8_t> bytes,
+                                       std::string name = "<memory>");
 
     GgufFile(GgufFile&&) noexcept;
     GgufFile& operator=(GgufFile&&) noexcept;
@@ -43,6 +47,8 @@ class GgufFile {
     uint32_t version() const;
     uint64_t alignment() const;
     uint64_t file_bytes() const;
+    // Start of the tensor data section in the file (header end rounded up to alignment()).
+    uint64_t data_offset() const;
 
     // Metadata keys in file order.
     std::vector<std::string> keys() const;
@@ -51,6 +57,8 @@ class GgufFile {
     Result<GgufType> type_of(std::string_view key) const;
     // Element type of an array key.
     Result<GgufType> array_type_of(std::string_view key) const;
+    // Element count of an array key, without materialising it.
+    Result<uint64_t> array_size(std::string_view key) const;
 
     // Typed getters; a wrong type or out-of-range integer is an error naming the key.
     Result<std::string> get_string(std::string_view key) const;
@@ -75,9 +83,13 @@ class GgufFile {
     std::unique_ptr<Impl> impl_;
 };
 
+// Name of a metadata type as `attnrag info` prints it ("u32", "string", "array", ...).
+const char* gguf_type_name(GgufType type);
+
 // Builds a GGUF v3 file (used by tests to make tiny models and broken files, and by tools).
 class GgufWriter {
    public:
+    // Metadata is written in first-set order; setting a key again replaces its value in place.
     void set_u32(std::string key, uint32_t v);
     void set_i32(std::string key, int32_t v);
     void set_u64(std::string key, uint64_t v);
@@ -88,6 +100,16 @@ class GgufWriter {
     void set_i32_array(std::string key, std::vector<int32_t> v);
     void set_f32_array(std::string key, std::vector<float> v);
     void set_alignment(uint32_t alignment);  // writes general.alignment
+    // The remaining metadata types, so every GGUF value type can be written.
+    void set_u8(std::string key, uint8_t v);
+    void set_i8(std::string key, int8_t v);
+    void set_u16(std::string key, uint16_t v);
+    void set_i16(std::string key, int16_t v);
+    void set_i64(std::string key, int64_t v);
+    void set_f64(std::string key, double v);
+    // An array of a fixed-size type (not String/Array): `elems` holds the little-endian
+    // elements back to back, a multiple of the element size.
+    void set_array(std::string key, GgufType elem_type, std::span<const uint8_t> elems);
 
     // data must be row_bytes(type, shape[0]) * prod(shape[1:]) bytes.
     Status add_tensor(std::string name, std::vector<int64_t> shape, kernels::DType type,

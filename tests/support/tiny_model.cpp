@@ -1,0 +1,352 @@
+// A tiny random llama/qwen2 model written as GGUF, and a naive double-precision reference forward.
+#include "tiny_model.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+
+#include "attnrag/gguf.hpp"
+
+namespace attnrag::test {
+
+using kernels::DType;
+
+std::vector<uint8_t> quantize_row(DType type, const std::vector<float>& x) {
+    std::vector<uint8_t> out;
+    auto put = [&out](const void* p, size_t n) {
+        const auto* b = static_cast<const uint8_t*>(p);
+        out.insert(out.end(), b, b + n);
+    };
+    switch (type) {
+        case DType::F32: put(x.data(), x.size() * 4); break;
+        case DType::F16:
+            for (float v : x) {
+                uint16_t h = kernels::f32_to_f16(v);
+                put(&h, 2);
+            }
+            break;
+        case DType::BF16:
+            for (float v : x) {
+                uint16_t h = kernels::f32_to_bf16(v);
+                put(&h, 2);
+            }
+            break;
+        case DType::Q8_0:
+            for (size_t b = 0; b < x.size(); b += 32) {
+                float amax = 0;
+                for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b + i]));
+                kernels::BlockQ8_0 blk{};
+                float d = amax / 127.0f;
+                blk.d = kernels::f32_to_f16(d);
+                float id = d > 0 ? 1.0f / d : 0.0f;
+                for (size_t i = 0; i < 32; ++i) blk.qs[i] = static_cast<int8_t>(std::lround(x[b + i] * id));
+                put(&blk, sizeof blk);
+            }
+            break;
+        case DType::Q4_0:
+            for (size_t b = 0; b < x.size(); b += 32) {
+                float amax = 0, mx = 0;
+                for (size_t i = 0; i < 32; ++i) {
+                    if (std::fabs(x[b + i]) > amax) {
+                        amax = std::fabs(x[b + i]);
+                        mx = x[b + i];
+                    }
+                }
+                float d = mx / -8.0f;
+                float id = d != 0 ? 1.0f / d : 0.0f;
+                kernels::BlockQ4_0 blk{};
+                blk.d = kernels::f32_to_f16(d);
+                for (size_t i = 0; i < 16; ++i) {
+                    auto q0 = static_cast<uint8_t>(std::min(15.0f, std::floor(x[b + i] * id + 8.5f)));
+                    auto q1 = static_cast<uint8_t>(std::min(15.0f, std::floor(x[b + i + 16] * id + 8.5f)));
+                    blk.qs[i] = static_cast<uint8_t>(q0 | (q1 << 4));
+                }
+                put(&blk, sizeof blk);
+            }
+            break;
+        case DType::Q4_1:
+            for (size_t b = 0; b < x.size(); b += 32) {
+                float mn = x[b], mx = x[b];
+                for (size_t i = 0; i < 32; ++i) {
+                    mn = std::min(mn, x[b + i]);
+                    mx = std::max(mx, x[b + i]);
+                }
+                float d = (mx - mn) / 15.0f;
+                float id = d > 0 ? 1.0f / d : 0.0f;
+                kernels::BlockQ4_1 blk{};
+                blk.d = kernels::f32_to_f16(d);
+                blk.m = kernels::f32_to_f16(mn);
+                for (size_t i = 0; i < 16; ++i) {
+                    auto q0 = static_cast<uint8_t>(std::min(15.0f, std::floor((x[b + i] - mn) * id + 0.5f)));
+                    auto q1 = static_cast<uint8_t>(std::min(15.0f, std::floor((x[b + i + 16] - mn) * id + 0.5f)));
+                    blk.qs[i] = static_cast<uint8_t>(q0 | (q1 << 4));
+                }
+                put(&blk, sizeof blk);
+            }
+            break;
+        default: throw std::runtime_error("quantize_row: type not supported by the test quantizer");
+    }
+    return out;
+}
+
+std::vector<float> dequantize_row(DType type, const std::vector<uint8_t>& bytes, size_t n) {
+    std::vector<float> out(n);
+    switch (type) {
+        case DType::F32: std::memcpy(out.data(), bytes.data(), n * 4); break;
+        case DType::F16:
+        case DType::BF16:
+            for (size_t i = 0; i < n; ++i) {
+                uint16_t h;
+                std::memcpy(&h, bytes.data() + 2 * i, 2);
+                out[i] = type == DType::F16 ? kernels::f16_to_f32(h) : kernels::bf16_to_f32(h);
+            }
+            break;
+        case DType::Q8_0:
+            for (size_t b = 0; b < n / 32; ++b) {
+                kernels::BlockQ8_0 blk;
+                std::memcpy(&blk, bytes.data() + b * sizeof blk, sizeof blk);
+                for (size_t i = 0; i < 32; ++i) out[b * 32 + i] = kernels::f16_to_f32(blk.d) * blk.qs[i];
+            }
+            break;
+        case DType::Q4_0:
+            for (size_t b = 0; b < n / 32; ++b) {
+                kernels::BlockQ4_0 blk;
+                std::memcpy(&blk, bytes.data() + b * sizeof blk, sizeof blk);
+                float d = kernels::f16_to_f32(blk.d);
+                for (size_t i = 0; i < 16; ++i) {
+                    out[b * 32 + i] = d * static_cast<float>((blk.qs[i] & 0xF) - 8);
+                    out[b * 32 + i + 16] = d * static_cast<float>((blk.qs[i] >> 4) - 8);
+                }
+            }
+            break;
+        case DType::Q4_1:
+            for (size_t b = 0; b < n / 32; ++b) {
+                kernels::BlockQ4_1 blk;
+                std::memcpy(&blk, bytes.data() + b * sizeof blk, sizeof blk);
+                float d = kernels::f16_to_f32(blk.d), m = kernels::f16_to_f32(blk.m);
+                for (size_t i = 0; i < 16; ++i) {
+                    out[b * 32 + i] = d * static_cast<float>(blk.qs[i] & 0xF) + m;
+                    out[b * 32 + i + 16] = d * static_cast<float>(blk.qs[i] >> 4) + m;
+                }
+            }
+            break;
+        default: throw std::runtime_error("dequantize_row: type not supported by the test quantizer");
+    }
+    return out;
+}
+
+namespace {
+
+// GPT-2 byte-level alphabet: printable bytes map to themselves, the rest to U+0100 + k.
+std::vector<std::string> byte_tokens() {
+    std::vector<std::string> out(256);
+    int extra = 0;
+    for (int b = 0; b < 256; ++b) {
+        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        int cp = printable ? b : 256 + extra++;
+        std::string s;
+        if (cp < 0x80) {
+            s += static_cast<char>(cp);
+        } else {
+            s += static_cast<char>(0xC0 | (cp >> 6));
+            s += static_cast<char>(0x80 | (cp & 0x3F));
+        }
+        out[static_cast<size_t>(b)] = s;
+    }
+    return out;
+}
+
+}  // namespace
+
+TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path) {
+    std::mt19937 rng(spec.seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int hd = spec.n_embd / spec.n_head;
+    const int q_dim = spec.n_head * hd, kv_dim = spec.n_head_kv * hd;
+
+    std::vector<std::string> tokens = byte_tokens();
+    tokens.push_back("<|endoftext|>");
+    tokens.push_back("<|im_start|>");
+    tokens.push_back("<|im_end|>");
+    std::vector<int32_t> types(tokens.size(), 1);
+    for (size_t i = 256; i < tokens.size(); ++i) types[i] = 3;
+    TinyWeights w;
+    w.n_vocab = static_cast<int>(tokens.size());
+
+    GgufWriter gw;
+    const std::string a = spec.arch;
+    gw.set_string("general.architecture", a);
+    gw.set_string("general.name", "attnrag tiny test model");
+    gw.set_u32(a + ".block_count", static_cast<uint32_t>(spec.n_layer));
+    gw.set_u32(a + ".context_length", static_cast<uint32_t>(spec.n_ctx));
+    gw.set_u32(a + ".embedding_length", static_cast<uint32_t>(spec.n_embd));
+    gw.set_u32(a + ".feed_forward_length", static_cast<uint32_t>(spec.n_ff));
+    gw.set_u32(a + ".attention.head_count", static_cast<uint32_t>(spec.n_head));
+    gw.set_u32(a + ".attention.head_count_kv", static_cast<uint32_t>(spec.n_head_kv));
+    gw.set_f32(a + ".rope.freq_base", spec.rope_base);
+    gw.set_f32(a + ".attention.layer_norm_rms_epsilon", spec.rms_eps);
+    gw.set_string("tokenizer.ggml.model", "gpt2");
+    gw.set_string("tokenizer.ggml.pre", "gpt2");
+    gw.set_string_array("tokenizer.ggml.tokens", tokens);
+    gw.set_i32_array("tokenizer.ggml.token_type", types);
+    gw.set_string_array("tokenizer.ggml.merges", {});
+    gw.set_u32("tokenizer.ggml.bos_token_id", 257);
+    gw.set_u32("tokenizer.ggml.eos_token_id", 258);
+
+    auto add = [&](const std::string& name, int cols, int rows, DType type, float scale) {
+        std::vector<float> data(static_cast<size_t>(cols) * static_cast<size_t>(rows));
+        for (auto& v : data) v = nd(rng) * scale;
+        std::vector<uint8_t> bytes;
+        std::vector<float> back;
+        for (int r = 0; r < rows; ++r) {
+            std::vector<float> row(data.begin() + static_cast<ptrdiff_t>(r) * cols,
+                                   data.begin() + static_cast<ptrdiff_t>(r + 1) * cols);
+            auto q = quantize_row(type, row);
+            auto dq = dequantize_row(type, q, row.size());
+            bytes.insert(bytes.end(), q.begin(), q.end());
+            back.insert(back.end(), dq.begin(), dq.end());
+        }
+        std::vector<int64_t> shape = rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
+        auto st = gw.add_tensor(name, shape, type, bytes);
+        if (!st) throw std::runtime_error(st.error().message);
+        return back;
+    };
+    auto norm = [&](const std::string& name, int n) {
+        std::vector<float> data(static_cast<size_t>(n));
+        for (auto& v : data) v = 1.0f + 0.1f * nd(rng);
+        std::vector<uint8_t> bytes(data.size() * 4);
+        std::memcpy(bytes.data(), data.data(), bytes.size());
+        auto st = gw.add_tensor(name, {n}, DType::F32, bytes);
+        if (!st) throw std::runtime_error(st.error().message);
+        return data;
+    };
+
+    const float s = 1.0f / std::sqrt(static_cast<float>(spec.n_embd));
+    w.token_embd = add("token_embd.weight", spec.n_embd, w.n_vocab, spec.embd_type, 1.0f);
+    w.output_norm = norm("output_norm.weight", spec.n_embd);
+    w.output = spec.tied ? w.token_embd : add("output.weight", spec.n_embd, w.n_vocab, spec.matrix_type, s);
+    for (int l = 0; l < spec.n_layer; ++l) {
+        const std::string p = "blk." + std::to_string(l) + ".";
+        TinyWeights::Layer L;
+        L.attn_norm = norm(p + "attn_norm.weight", spec.n_embd);
+        L.wq = add(p + "attn_q.weight", spec.n_embd, q_dim, spec.matrix_type, s);
+        L.wk = add(p + "attn_k.weight", spec.n_embd, kv_dim, spec.matrix_type, s);
+        L.wv = add(p + "attn_v.weight", spec.n_embd, kv_dim, spec.matrix_type, s);
+        L.wo = add(p + "attn_output.weight", q_dim, spec.n_embd, spec.matrix_type, s);
+        if (spec.arch == "qwen2") {
+            L.bq = add(p + "attn_q.bias", q_dim, 1, DType::F32, 0.1f);
+            L.bk = add(p + "attn_k.bias", kv_dim, 1, DType::F32, 0.1f);
+            L.bv = add(p + "attn_v.bias", kv_dim, 1, DType::F32, 0.1f);
+        }
+        L.ffn_norm = norm(p + "ffn_norm.weight", spec.n_embd);
+        L.w_gate = add(p + "ffn_gate.weight", spec.n_embd, spec.n_ff, spec.matrix_type, s);
+        L.w_up = add(p + "ffn_up.weight", spec.n_embd, spec.n_ff, spec.matrix_type, s);
+        L.w_down = add(p + "ffn_down.weight", spec.n_ff, spec.n_embd, spec.matrix_type,
+                       1.0f / std::sqrt(static_cast<float>(spec.n_ff)));
+        w.layers.push_back(std::move(L));
+    }
+    auto st = gw.write(path);
+    if (!st) throw std::runtime_error(st.error().message);
+    return w;
+}
+
+std::vector<std::vector<double>> reference_logits(const TinyModelSpec& spec, const TinyWeights& w,
+                                                  const std::vector<int32_t>& tokens,
+                                                  const std::vector<int32_t>& positions) {
+    const int d = spec.n_embd, hd = d / spec.n_head, ff = spec.n_ff;
+    const int group = spec.n_head / spec.n_head_kv;
+    const size_t n = tokens.size();
+    const int kv_dim = spec.n_head_kv * hd;
+    using Vec = std::vector<double>;
+    auto matvec = [](const std::vector<float>& W, const Vec& x, int rows, int cols) {
+        Vec y(static_cast<size_t>(rows));
+        for (int r = 0; r < rows; ++r) {
+            double acc = 0;
+            for (int c = 0; c < cols; ++c) acc += static_cast<double>(W[static_cast<size_t>(r) * cols + c]) * x[static_cast<size_t>(c)];
+            y[static_cast<size_t>(r)] = acc;
+        }
+        return y;
+    };
+    auto rmsnorm = [&](const Vec& x, const std::vector<float>& g) {
+        double ss = 0;
+        for (double v : x) ss += v * v;
+        double inv = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + spec.rms_eps);
+        Vec y(x.size());
+        for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * g[i];
+        return y;
+    };
+    auto rope = [&](Vec& v, int n_heads, int pos) {
+        for (int h = 0; h < n_heads; ++h) {
+            for (int i = 0; i < hd / 2; ++i) {
+                double theta = pos * std::pow(static_cast<double>(spec.rope_base), -2.0 * i / hd);
+                size_t a, b;
+                if (spec.arch == "qwen2") {
+                    a = static_cast<size_t>(h * hd + i);
+                    b = a + static_cast<size_t>(hd / 2);
+                } else {
+                    a = static_cast<size_t>(h * hd + 2 * i);
+                    b = a + 1;
+                }
+                double x0 = v[a], x1 = v[b];
+                v[a] = x0 * std::cos(theta) - x1 * std::sin(theta);
+                v[b] = x0 * std::sin(theta) + x1 * std::cos(theta);
+            }
+        }
+    };
+
+    std::vector<Vec> x(n);
+    for (size_t t = 0; t < n; ++t) {
+        x[t].assign(w.token_embd.begin() + static_cast<ptrdiff_t>(tokens[t]) * d,
+                    w.token_embd.begin() + static_cast<ptrdiff_t>(tokens[t] + 1) * d);
+    }
+    for (const auto& L : w.layers) {
+        std::vector<Vec> q(n), k(n), v(n);
+        for (size_t t = 0; t < n; ++t) {
+            Vec h = rmsnorm(x[t], L.attn_norm);
+            q[t] = matvec(L.wq, h, d, d);
+            k[t] = matvec(L.wk, h, kv_dim, d);
+            v[t] = matvec(L.wv, h, kv_dim, d);
+            if (!L.bq.empty()) {
+                for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += L.bq[i];
+                for (size_t i = 0; i < k[t].size(); ++i) k[t][i] += L.bk[i];
+                for (size_t i = 0; i < v[t].size(); ++i) v[t][i] += L.bv[i];
+            }
+            rope(q[t], spec.n_head, positions[t]);
+            rope(k[t], spec.n_head_kv, positions[t]);
+        }
+        for (size_t t = 0; t < n; ++t) {
+            Vec attn(static_cast<size_t>(d), 0.0);
+            for (int h = 0; h < spec.n_head; ++h) {
+                int g = h / group;
+                std::vector<double> s(t + 1);
+                double mx = -1e300;
+                for (size_t j = 0; j <= t; ++j) {
+                    double acc = 0;
+                    for (int i = 0; i < hd; ++i) acc += q[t][static_cast<size_t>(h * hd + i)] * k[j][static_cast<size_t>(g * hd + i)];
+                    s[j] = acc / std::sqrt(static_cast<double>(hd));
+                    mx = std::max(mx, s[j]);
+                }
+                double sum = 0;
+                for (auto& e : s) sum += (e = std::exp(e - mx));
+                for (size_t j = 0; j <= t; ++j) {
+                    for (int i = 0; i < hd; ++i) attn[static_cast<size_t>(h * hd + i)] += s[j] / sum * v[j][static_cast<size_t>(g * hd + i)];
+                }
+            }
+            Vec o = matvec(L.wo, attn, d, d);
+            for (size_t i = 0; i < o.size(); ++i) x[t][i] += o[i];
+        }
+        for (size_t t = 0; t < n; ++t) {
+            Vec h = rmsnorm(x[t], L.ffn_norm);
+            Vec g = matvec(L.w_gate, h, ff, d), u = matvec(L.w_up, h, ff, d);
+            for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+            Vec o = matvec(L.w_down, g, d, ff);
+            for (size_t i = 0; i < o.size(); ++i) x[t][i] += o[i];
+        }
+    }
+    std::vector<Vec> logits(n);
+    for (size_t t = 0; t < n; ++t) logits[t] = matvec(w.output, rmsnorm(x[t], w.output_norm), w.n_vocab, d);
+    return logits;
+}
+
+}  // namespace attnrag::test

@@ -1,0 +1,50 @@
+// A tiny random llama/qwen2 model written as GGUF, and a naive double-precision reference forward.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attnrag/kernels/types.hpp"
+
+namespace attnrag::test {
+
+struct TinyModelSpec {
+    std::string arch = "llama";  // "llama" or "qwen2" (q/k/v biases, neox rope)
+    int n_embd = 64;
+    int n_head = 4;
+    int n_head_kv = 2;
+    int n_ff = 96;
+    int n_layer = 2;
+    int n_ctx = 256;
+    float rope_base = 10000.0f;
+    float rms_eps = 1e-5f;
+    bool tied = true;  // no output.weight
+    kernels::DType matrix_type = kernels::DType::F32;  // layer matrices and output
+    kernels::DType embd_type = kernels::DType::F32;
+    uint32_t seed = 1;
+};
+
+// The weights as floats (after quantization round trip, i.e. exactly what the file holds).
+struct TinyWeights {
+    struct Layer {
+        std::vector<float> attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_up, w_down;
+    };
+    std::vector<float> token_embd, output, output_norm;  // [n_vocab][n_embd]
+    std::vector<Layer> layers;
+    int n_vocab = 0;
+};
+
+// Writes the model to `path` (vocab: 256 byte tokens + <|endoftext|>, <|im_start|>, <|im_end|>).
+TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path);
+
+// Quantize floats to `type` (F32/F16/BF16/Q8_0/Q4_0/Q4_1; n a multiple of 32) and back.
+std::vector<uint8_t> quantize_row(kernels::DType type, const std::vector<float>& x);
+std::vector<float> dequantize_row(kernels::DType type, const std::vector<uint8_t>& bytes, size_t n);
+
+// Reference forward: logits [n_tokens][n_vocab] for tokens at the given positions, causal.
+std::vector<std::vector<double>> reference_logits(const TinyModelSpec& spec, const TinyWeights& w,
+                                                  const std::vector<int32_t>& tokens,
+                                                  const std::vector<int32_t>& positions);
+
+}  // namespace attnrag::test

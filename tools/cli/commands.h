@@ -1,0 +1,11 @@
+// The attnrag subcommands: each takes the arguments after its name and returns an exit code.
+#pragma once
+
+namespace attnrag::cli {
+
+int cmd_generate(int argc, char** argv);
+int cmd_perplexity(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+
+}  // namespace attnrag::cli

@@ -61,6 +61,8 @@ class GgufFile {
     Result<uint64_t> array_size(std::string_view key) const;
 
     // Typed getters; a wrong type or out-of-range integer is an error naming the key.
+    // Codes: NotFound (no such key), Corrupt (wrong type; the message names the actual type),
+    // OutOfRange (a u64 above INT64_MAX for get_int/get_int_array).
     Result<std::string> get_string(std::string_view key) const;
     Result<int64_t> get_int(std::string_view key) const;     // any integer type
     Result<double> get_float(std::string_view key) const;    // F32/F64 (ints converted)

@@ -17,8 +17,12 @@ namespace {
 constexpr uint32_t kVersion = 3;
 
 void put_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    out.insert(out.end(), b, b + n);
+    // resize + memcpy rather than insert: GCC 12 reports a false -Wstringop-overflow for
+    // range-insert into an empty vector.
+    if (n == 0) return;
+    const size_t at = out.size();
+    out.resize(at + n);
+    std::memcpy(out.data() + at, p, n);
 }
 template <class T>
 void put(std::vector<uint8_t>& out, T v) {
@@ -225,7 +229,7 @@ Status GgufWriter::add_tensor(std::string name, std::vector<int64_t> shape, kern
 
 std::vector<uint8_t> GgufWriter::to_bytes() const {
     std::vector<uint8_t> out;
-    out.insert(out.end(), {'G', 'G', 'U', 'F'});
+    put_bytes(out, "GGUF", 4);
     put<uint32_t>(out, kVersion);
     put<uint64_t>(out, tensors_.size());
     put<uint64_t>(out, kvs_.size());

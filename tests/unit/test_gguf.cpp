@@ -36,11 +36,11 @@ size_t tensor_bytes(DType type, const std::vector<int64_t>& shape) {
 
 template <class T>
 std::vector<uint8_t> le_bytes(std::initializer_list<T> values) {
-    std::vector<uint8_t> out;
+    std::vector<uint8_t> out(values.size() * sizeof(T));
+    size_t at = 0;
     for (T v : values) {
-        uint8_t b[sizeof(T)];
-        std::memcpy(b, &v, sizeof v);
-        out.insert(out.end(), b, b + sizeof v);
+        std::memcpy(out.data() + at, &v, sizeof v);
+        at += sizeof v;
     }
     return out;
 }

@@ -64,8 +64,10 @@ class Tokenizer {
     TokenId eos_id() const;
     // End of generation: eos and the chat template's end-of-turn token (<|im_end|>).
     bool is_end_of_generation(TokenId id) const;
+    // Control tokens (GGUF token type 3: <|im_start|>, <|endoftext|>, ...).
     bool is_special(TokenId id) const;
-    // Id of a token with exactly this text, or -1.
+    // Id of a token whose piece() is exactly these bytes (" the", "<|im_end|>"), or -1; the
+    // lowest id when several are.
     TokenId find_token(std::string_view text) const;
 
     // ChatML: <|im_start|>role\ncontent<|im_end|>\n ... and, when add_generation_prompt,

@@ -135,4 +135,29 @@ double measure_memcpy_gbs(ThreadPool& pool, size_t bytes, int reps) {
     return 2.0 * static_cast<double>(bytes) * nt / best / 1e9;
 }
 
+double measure_read_gbs(ThreadPool& pool, size_t bytes, int reps) {
+    int nt = pool.n_threads();
+    const size_t n = bytes / sizeof(uint64_t);
+    std::vector<std::vector<uint64_t>> buf(static_cast<size_t>(nt));
+    pool.run([&](int idx, int) { buf[static_cast<size_t>(idx)].assign(n, static_cast<uint64_t>(idx) + 1); });
+    std::vector<uint64_t> sink(static_cast<size_t>(nt) * 8);
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        pool.run([&](int idx, int) {
+            // Eight independent accumulators keep enough loads in flight to saturate memory.
+            const uint64_t* p = buf[static_cast<size_t>(idx)].data();
+            uint64_t a[8] = {};
+            for (size_t i = 0; i + 8 <= n; i += 8) {
+                for (int j = 0; j < 8; ++j) a[j] ^= p[i + static_cast<size_t>(j)];
+            }
+            for (int j = 0; j < 8; ++j) sink[static_cast<size_t>(idx) * 8 + static_cast<size_t>(j)] = a[j];
+        });
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    volatile uint64_t keep = sink[0];
+    (void)keep;
+    return static_cast<double>(bytes) * nt / best / 1e9;
+}
+
 }  // namespace attnrag::kernels

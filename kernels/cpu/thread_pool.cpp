@@ -50,7 +50,15 @@ void ThreadPool::run_raw(RawFn fn, void* ctx) {
     generation_.fetch_add(1, std::memory_order_acq_rel);
     generation_.notify_all();
     fn(ctx, 0, n_threads_);
-    while (n_pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+    // Spin briefly (the common case: workers finish within microseconds), then yield so that a
+    // descheduled worker can run when the machine is oversubscribed (other processes, ctest -j).
+    for (int spins = 0; n_pending_.load(std::memory_order_acquire) != 0; ++spins) {
+        if (spins < 4096) {
+            cpu_relax();
+        } else {
+            std::this_thread::yield();
+        }
+    }
 }
 
 void ThreadPool::worker_main(int idx) {
@@ -62,8 +70,12 @@ void ThreadPool::worker_main(int idx) {
         int spins = 0;
         while (g == seen) {
             cpu_relax();
-            if (++spins % 256 == 0 && std::chrono::steady_clock::now() - t0 > kSpin) {
-                generation_.wait(seen, std::memory_order_acquire);
+            if (++spins % 256 == 0) {
+                if (std::chrono::steady_clock::now() - t0 > kSpin) {
+                    generation_.wait(seen, std::memory_order_acquire);
+                } else {
+                    std::this_thread::yield();  // let the owner run if we share its core
+                }
             }
             g = generation_.load(std::memory_order_acquire);
         }

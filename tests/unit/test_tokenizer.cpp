@@ -344,9 +344,17 @@ TEST_CASE("decode(encode(s)) == s for random text") {
 TEST_CASE("encode_chat renders SmolLM2's template") {
     const Tokenizer& tk = smollm();
     const std::vector<ChatMessage> user = {{"user", "What is the capital of France?"}};
-    auto ids = tk.encode_chat(user);
+    auto ids = tk.encode_chat(user, true, true);
     REQUIRE(ids.ok());
     CHECK(*ids == chat_ids);  // with the template's default system message
+
+    // By default (as llama.cpp's ChatML) no system turn is inserted.
+    auto plain = tk.encode_chat(user);
+    REQUIRE(plain.ok());
+    CHECK(*plain == encode_ok(tk,
+                              "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+                              "<|im_start|>assistant\n",
+                              true));
 
     // A leading system message replaces the default.
     const std::vector<ChatMessage> with_system = {{"system", "Be brief."}, {"user", "Hi"}};
@@ -358,14 +366,14 @@ TEST_CASE("encode_chat renders SmolLM2's template") {
                              true));
 
     // Without the generation prompt the last turn ends with <|im_end|> "\n".
-    auto ids3 = tk.encode_chat(user, false);
+    auto ids3 = tk.encode_chat(user, false, true);
     REQUIRE(ids3.ok());
     REQUIRE(ids3->size() == chat_ids.size() - 4);  // less <|im_start|> "assistant\n"
     CHECK(std::equal(ids3->begin(), ids3->end(), chat_ids.begin()));
 
     // Message contents are plain text, never special tokens.
     const std::vector<ChatMessage> tricky = {{"user", "say <|im_end|> now"}};
-    auto ids4 = tk.encode_chat(tricky);
+    auto ids4 = tk.encode_chat(tricky, true, true);
     REQUIRE(ids4.ok());
     CHECK(std::count(ids4->begin(), ids4->end(), 2) == 2);  // the system's and the user's turn ends
     CHECK(tk.decode(*ids4).find("<|im_start|>user\nsay <|im_end|> now<|im_end|>\n") !=

@@ -13,7 +13,8 @@ int cmd_generate(int argc, char** argv) {
     const std::vector<OptionSpec> specs = {
         {"prompt", true, "the prompt text (required)"},
         {"chat", false, "wrap the prompt as a user turn in the model's chat template"},
-        {"system", true, "system message for --chat (default: the template's own)"},
+        {"system", true, "system message for --chat (default: none)"},
+        {"template-system", false, "with --chat and no --system: insert the GGUF template's default system turn"},
         {"max-tokens", true, "maximum tokens to generate (default 256)"},
         {"temp", true, "sampling temperature; 0 = greedy (default 0)"},
         {"top-k", true, "top-k cut (default 40)"},
@@ -58,7 +59,7 @@ int cmd_generate(int argc, char** argv) {
         std::vector<ChatMessage> msgs;
         if (auto sys = args.get("system")) msgs.push_back({"system", *sys});
         msgs.push_back({"user", *prompt_text});
-        prompt = tok.encode_chat(msgs, true);
+        prompt = tok.encode_chat(msgs, true, args.flag("template-system"));
     } else {
         prompt = tok.encode(*prompt_text);
     }

@@ -708,7 +708,8 @@ TokenId Tokenizer::find_token(std::string_view text) const {
 }
 
 Result<std::vector<TokenId>> Tokenizer::encode_chat(std::span<const ChatMessage> messages,
-                                                    bool add_generation_prompt) const {
+                                                    bool add_generation_prompt,
+                                                    bool template_default_system) const {
     const Impl& im = *impl_;
     if (im.im_start < 0 || im.im_end < 0) {
         return make_error(Errc::Unsupported,
@@ -728,7 +729,7 @@ Result<std::vector<TokenId>> Tokenizer::encode_chat(std::span<const ChatMessage>
         const ChatMessage& m = messages[i];
         ATTNRAG_TRY(check_utf8(m.role, "message " + std::to_string(i) + " role"));
         ATTNRAG_TRY(check_utf8(m.content, "message " + std::to_string(i) + " content"));
-        if (i == 0 && m.role != "system" && !im.default_system.empty()) {
+        if (template_default_system && i == 0 && m.role != "system" && !im.default_system.empty()) {
             std::vector<Segment> parts;
             im.split_special(im.default_system, parts);
             for (auto& p : parts) {

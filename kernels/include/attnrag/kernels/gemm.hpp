@@ -42,6 +42,10 @@ double measure_sgemm_gflops(ThreadPool& pool, int64_t n, int reps);
 // memcpy of `bytes` per thread, best of `reps`; returns GB/s counting bytes read + written.
 double measure_memcpy_gbs(ThreadPool& pool, size_t bytes, int reps);
 
+// Streaming read of `bytes` per thread (decode's access pattern: weights read once), best of
+// `reps`; returns GB/s read.
+double measure_read_gbs(ThreadPool& pool, size_t bytes, int reps);
+
 // Make OpenBLAS single-threaded (attnrag threads around it); idempotent.
 void blas_single_threaded();
 

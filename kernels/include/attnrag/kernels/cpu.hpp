@@ -60,7 +60,8 @@ const CpuKernels& cpu_kernels();
 const CpuKernels& cpu_kernels(SimdLevel level);
 
 // Rotary position embedding applied in place to x [n_heads][head_dim] at position `pos`.
-// Interleaved (llama.cpp "normal"): pairs (2i, 2i+1). Neox (Qwen2): pairs (i, i + head_dim/2).
+// Interleaved (llama.cpp "normal"): pairs (2i, 2i+1). Neox (Qwen2): pairs (i, i + n_rot/2), as
+// ggml's rope_neox (the same as i + head_dim/2 when the whole head rotates).
 // theta_i = pos * base^(-2i / n_rot) for pair i < n_rot/2; dims >= n_rot are untouched.
 enum class RopeStyle { Interleaved = 0, Neox = 1 };
 void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, float pos, float base,

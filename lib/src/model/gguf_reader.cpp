@@ -576,8 +576,13 @@ Status GgufFile::Impl::parse() {
         const GgufTensorInfo& next = tensors[order[k]];
         if (prev.offset + prev.n_bytes > next.offset) {
             auto range = [&](const GgufTensorInfo& t) {
-                return "[" + std::to_string(data_offset + t.offset) + ", " +
-                       std::to_string(data_offset + t.offset + t.n_bytes) + ")";
+                // Built by append: GCC 12 flags `"[" + std::to_string(...)` with a false -Wrestrict.
+                std::string r = "[";
+                r += std::to_string(data_offset + t.offset);
+                r += ", ";
+                r += std::to_string(data_offset + t.offset + t.n_bytes);
+                r += ")";
+                return r;
             };
             return error_at(Errc::Corrupt, offset_field_at[order[k]],
                             "tensor '" + next.name + "' data " + range(next) +

@@ -1,5 +1,7 @@
 // attnrag generate: text generation from a prompt, streamed to stdout.
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "args.h"
 #include "attnrag/context.hpp"
@@ -11,7 +13,8 @@ namespace attnrag::cli {
 
 int cmd_generate(int argc, char** argv) {
     const std::vector<OptionSpec> specs = {
-        {"prompt", true, "the prompt text (required)"},
+        {"prompt", true, "the prompt text"},
+        {"prompt-file", true, "read the prompt from a UTF-8 file instead"},
         {"chat", false, "wrap the prompt as a user turn in the model's chat template"},
         {"system", true, "system message for --chat (default: none)"},
         {"template-system", false, "with --chat and no --system: insert the GGUF template's default system turn"},
@@ -46,7 +49,15 @@ int cmd_generate(int argc, char** argv) {
     cp.n_threads = static_cast<int32_t>(args.get_int("threads", 0));
     if (!args.ok()) return fail_usage("generate", args.error());
     auto prompt_text = args.get("prompt");
-    if (!prompt_text) return fail_usage("generate", "--prompt is required");
+    if (auto file = args.get("prompt-file")) {
+        if (prompt_text) return fail_usage("generate", "give --prompt or --prompt-file, not both");
+        std::ifstream in(*file, std::ios::binary);
+        if (!in) return fail("generate", "cannot open " + *file);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        prompt_text = ss.str();
+    }
+    if (!prompt_text) return fail_usage("generate", "--prompt or --prompt-file is required");
     if (gp.max_tokens < 0 || cp.n_ctx < 0 || cp.n_threads < 0) {
         return fail_usage("generate", "--max-tokens, --ctx and --threads must be >= 0");
     }

@@ -58,6 +58,28 @@ void Context::Impl::attention(int32_t layer, int64_t n, int64_t kv0) {
     std::atomic<int64_t> next{0};
     const kernels::CpuKernels& kk = kernels::cpu_kernels();
 
+    if (n == 1) {
+        // Decode: the query heads of one KV group are adjacent in q, so each group is one
+        // [group x hd] by [n_keys x hd]^T product and K/V are read once per group, not per head.
+        const int64_t n_keys = kv0 + 1;
+        pool.run([&](int idx, int) {
+            std::vector<float>& s = scores[static_cast<size_t>(idx)];
+            for (int64_t g = next.fetch_add(1); g < hp.n_head_kv; g = next.fetch_add(1)) {
+                const float* qp = q.data() + g * group * hd;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(group),
+                            static_cast<int>(n_keys), static_cast<int>(hd), scale, qp,
+                            static_cast<int>(hd), kc + g * hd, static_cast<int>(kv_dim), 0.0f,
+                            s.data(), static_cast<int>(n_keys));
+                for (int64_t r = 0; r < group; ++r) kk.softmax(s.data() + r * n_keys, n_keys);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(group),
+                            static_cast<int>(hd), static_cast<int>(n_keys), 1.0f, s.data(),
+                            static_cast<int>(n_keys), vc + g * hd, static_cast<int>(kv_dim), 0.0f,
+                            attn.data() + g * group * hd, static_cast<int>(hd));
+            }
+        });
+        return;
+    }
+
     pool.run([&](int idx, int) {
         std::vector<float>& s = scores[static_cast<size_t>(idx)];
         for (int64_t task = next.fetch_add(1); task < n_tasks; task = next.fetch_add(1)) {
@@ -113,7 +135,7 @@ void Context::Impl::forward(std::span<const TokenId> tokens, std::span<const int
     gate.resize(sz(n * ff));
     up.resize(sz(n * ff));
     scores.resize(sz(pool.n_threads()));
-    for (auto& s : scores) s.resize(sz(kAttnTile * (kv0 + n)));
+    for (auto& s : scores) s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * (kv0 + n)));
 
     // Embedding rows.
     const kernels::WeightView& emb = model->token_embd();

@@ -7,7 +7,7 @@ BIN=build/bin/attnrag
 SHARED=../shared/data
 run() { echo; echo "\$ attnrag $*"; "$BIN" "$@"; }
 
-run info | head -8
+echo; echo "\$ attnrag info"; "$BIN" info | sed -n 1,5p
 run generate --chat --prompt "What is the capital of France?" --max-tokens 48
 run generate --chat --prompt "Write a haiku about reading long documents." --max-tokens 48 --temp 0.7 --seed 7
 if [ -f "$SHARED/niah/paul_graham_essays/PaulGrahamEssays/worked.txt" ]; then

@@ -89,7 +89,10 @@ int cmd_bench(int argc, char** argv) {
     const double decode_tok_s = tg / median(tg_s);
     // Limits: prefill is FLOP-bound (2 FLOPs per multiply-add of the weight matrices; attention
     // adds a little on top), decode is bound by reading every weight byte once per token.
-    const double flops_per_token = 2.0 * static_cast<double>(model->matmul_macs_per_token());
+    // Prefill work per token: the layers' weight matmuls plus causal attention (QK^T and PV over
+    // (pp+1)/2 keys on average); the LM head runs for the last token only.
+    const double attn_macs = 2.0 * hp.n_layer * hp.n_head * hp.head_dim * (pp + 1) / 2.0;
+    const double flops_per_token = 2.0 * (static_cast<double>(model->matmul_macs_per_token(false)) + attn_macs);
     const double bytes_per_token = static_cast<double>(model->decode_weight_bytes());
     const double prefill_gflops = prefill_tok_s * flops_per_token / 1e9;
     const double decode_gbs = decode_tok_s * bytes_per_token / 1e9;
@@ -115,7 +118,7 @@ int cmd_bench(int argc, char** argv) {
     std::printf("limits       sgemm %.1f GFLOP/s (1024^3 f32, OpenBLAS per thread), memcpy %.1f GB/s (read+write),\n"
                 "             streaming read %.1f GB/s (256 MiB per thread)\n",
                 sgemm_gflops, memcpy_gbs, read_gbs);
-    std::printf("prefill pp%d  %.1f tok/s = %.1f GFLOP/s in weight matmuls = %.0f%% of sgemm\n", pp, prefill_tok_s,
+    std::printf("prefill pp%d  %.1f tok/s = %.1f GFLOP/s (matmuls + attention) = %.0f%% of sgemm\n", pp, prefill_tok_s,
                 prefill_gflops, 100 * prefill_gflops / sgemm_gflops);
     std::printf("decode tg%d   %.1f tok/s = %.1f GB/s of weights (%.1f MB/token) = %.0f%% of streaming read\n",
                 tg, decode_tok_s, decode_gbs, bytes_per_token / 1e6, 100 * decode_gbs / read_gbs);

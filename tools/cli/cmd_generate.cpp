@@ -98,6 +98,7 @@ int cmd_generate(int argc, char** argv) {
                     res->prefill_ms, decode_tok_s, peak_rss_mib());
     } else {
         std::printf("\n");
+        std::fflush(stdout);
         std::fprintf(stderr, "[%d prompt tokens in %.1f ms, %d generated at %.1f tok/s, stop: %s, peak RSS %.0f MiB]\n",
                      res->n_prompt, res->prefill_ms, n_gen, decode_tok_s, stop_reason_name(res->stop_reason),
                      peak_rss_mib());

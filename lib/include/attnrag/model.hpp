@@ -69,8 +69,9 @@ class Model {
 
     // Weight bytes read per decoded token (layer matrices, one embedding row, the LM head).
     uint64_t decode_weight_bytes() const;
-    // Multiply-adds per token in the matrix products (layers + LM head), without attention.
-    uint64_t matmul_macs_per_token() const;
+    // Multiply-adds per token in the weight matrix products (attention excluded), with or
+    // without the LM head (a prefill computes logits only for its last token).
+    uint64_t matmul_macs_per_token(bool with_lm_head = true) const;
 
    private:
     struct Impl;

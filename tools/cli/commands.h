@@ -7,5 +7,9 @@ int cmd_generate(int argc, char** argv);
 int cmd_perplexity(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+int cmd_ingest(int argc, char** argv);
+int cmd_search(int argc, char** argv);
+int cmd_docs(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 
 }  // namespace attnrag::cli

@@ -15,7 +15,11 @@ void print_usage() {
         "  generate     generate text from a prompt (optionally as a chat turn)\n"
         "  perplexity   perplexity of the model on a text file\n"
         "  bench        prefill/decode speed next to this machine's sgemm and memory limits\n"
-        "  info         model metadata and tensor summary\n\n"
+        "  info         model metadata and tensor summary\n"
+        "  ingest       add files and folders to a corpus (store + hybrid index)\n"
+        "  search       BM25, dense or hybrid search over a corpus\n"
+        "  docs         list, show or delete a corpus's documents\n"
+        "  eval         evaluation harnesses (retrieval on BEIR data)\n\n"
         "Run 'attnrag <command> --help' for a command's options.\n");
 }
 
@@ -32,6 +36,10 @@ int main(int argc, char** argv) {
     if (cmd == "perplexity") return cmd_perplexity(argc - 2, argv + 2);
     if (cmd == "bench") return cmd_bench(argc - 2, argv + 2);
     if (cmd == "info") return cmd_info(argc - 2, argv + 2);
+    if (cmd == "ingest") return cmd_ingest(argc - 2, argv + 2);
+    if (cmd == "search") return cmd_search(argc - 2, argv + 2);
+    if (cmd == "docs") return cmd_docs(argc - 2, argv + 2);
+    if (cmd == "eval") return cmd_eval(argc - 2, argv + 2);
     std::fprintf(stderr, "attnrag: unknown command '%s' (see attnrag --help)\n", cmd.c_str());
     return 2;
 }

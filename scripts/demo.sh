@@ -13,4 +13,12 @@ run generate --chat --prompt "Write a haiku about reading long documents." --max
 if [ -f "$SHARED/niah/paul_graham_essays/PaulGrahamEssays/worked.txt" ]; then
     run perplexity --file "$SHARED/niah/paul_graham_essays/PaulGrahamEssays/worked.txt" --ctx 1024 --chunks 1
 fi
+ESSAYS="$SHARED/niah/paul_graham_essays/PaulGrahamEssays"
+if [ -d "$ESSAYS" ]; then
+    DB=$(mktemp -d)/demo-corpus
+    run ingest --db "$DB" "$ESSAYS/startuplessons.txt" "$ESSAYS/gba.txt" "$ESSAYS/vw.txt" "$ESSAYS/island.txt"
+    run search --db "$DB" --k 3 "why do founders need to talk to users early"
+    run search --db "$DB" --k 3 --mode bm25 "Lisp"
+    run docs list --db "$DB"
+fi
 run bench --pp 256 --tg 64 --reps 1

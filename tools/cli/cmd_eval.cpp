@@ -146,15 +146,16 @@ int eval_retrieval(int argc, char** argv) {
                           {"search_ms_p50", pct(0.5)},
                           {"search_ms_p99", pct(0.99)},
                           {"ingest_s", ingest_s},
-                          {"ingested_records", n_added}};
+                          {"ingested_records", n_added},
+                          {"peak_rss_mib", peak_rss_mib()}};
     if (json) {
         std::printf("%s\n", out.dump().c_str());
     } else {
         std::printf("%s  mode %-6s  nDCG@10 %.4f  recall@100 %.4f  (%zu queries, %lld documents)\n", name.c_str(),
                     index::search_mode_name(*mode), ndcg / n, recall / n, queries.size(),
                     static_cast<long long>(n_docs));
-        std::printf("search latency p50 %.1f ms, p99 %.1f ms; corpus step %.1f s (%lld records embedded)\n", pct(0.5),
-                    pct(0.99), ingest_s, static_cast<long long>(n_added));
+        std::printf("search latency p50 %.1f ms, p99 %.1f ms; corpus step %.1f s (%lld records embedded); peak RSS %.0f MiB\n",
+                    pct(0.5), pct(0.99), ingest_s, static_cast<long long>(n_added), peak_rss_mib());
     }
     return 0;
 }

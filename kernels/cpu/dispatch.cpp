@@ -59,6 +59,7 @@ struct Tables {
         by_level[1].level = SimdLevel::Avx2;
         avx2::fill_table(by_level[2]);
         avx512::fill_table(by_level[2]);
+        avx512::fill_gemm_table(by_level[2]);
         by_level[2].level = SimdLevel::Avx512;
     }
 };

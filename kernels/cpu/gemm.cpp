@@ -1,4 +1,5 @@
-// matmul: quantized matvec for few rows, dequantized tiles + OpenBLAS sgemm for many.
+// matmul: quantized matvec for few rows; for many, the int8 GEMM where the active SIMD level has
+// one for the type, else dequantized tiles + OpenBLAS sgemm.
 #include "attnrag/kernels/gemm.hpp"
 
 #include <cblas.h>
@@ -44,6 +45,43 @@ void matmul_vec(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, con
     });
 }
 
+// Rows [r0, r1) of thread idx of nt: contiguous slices in multiples of 16 rows (the int8 GEMM's
+// panels; also keeps the threads' writes on separate cache lines).
+void row_slice(int64_t n_rows, int idx, int nt, int64_t& r0, int64_t& r1) {
+    const int64_t units = (n_rows + 15) / 16;
+    r0 = std::min(units * idx / nt * 16, n_rows);
+    r1 = std::min(units * (idx + 1) / nt * 16, n_rows);
+}
+
+// True where `k` has its own int8 GEMM for the type; the scalar table's entry is a reference
+// matvec per token, slower than dequantize + sgemm.
+bool has_simd_gemm_q8(const CpuKernels& k, int slot) {
+    const GemmQ8Fn fn = k.gemm_q8[slot];
+    return fn != nullptr && fn != cpu_kernels(SimdLevel::Scalar).gemm_q8[slot];
+}
+
+// Activations quantized once to BlockQ8A (as decode does), then each thread multiplies its slice
+// of weight rows with all m tokens.
+void matmul_q8(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x,
+               int64_t m, int64_t ldx, float* y, int64_t ldy) {
+    const CpuKernels& k = cpu_kernels();
+    const GemmQ8Fn gemm = k.gemm_q8[kernel_type_index(w.type)];
+    const int64_t n_blocks = w.n_cols / kQK;
+    scratch.x_q8.resize(static_cast<size_t>(n_blocks * m));
+    BlockQ8A* xq = scratch.x_q8.data();
+    pool.parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) k.quantize_q8a(x + i * ldx, xq + i * n_blocks, w.n_cols);
+    });
+    pool.run([&](int idx, int nt) {
+        int64_t r0 = 0, r1 = 0;
+        row_slice(w.n_rows, idx, nt, r0, r1);
+        if (r0 >= r1) return;
+        gemm(w.n_cols, r1 - r0,
+             static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes,
+             w.row_bytes, m, xq, n_blocks, y + r0, ldy);
+    });
+}
+
 void matmul_gemm(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x,
                  int64_t m, int64_t ldx, float* y, int64_t ldy) {
     blas_single_threaded();
@@ -52,10 +90,8 @@ void matmul_gemm(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, co
     const int64_t tr = tile_rows(w.n_cols);
     scratch.tiles.resize(static_cast<size_t>(pool.n_threads()));
     pool.run([&](int idx, int nt) {
-        // Each thread owns a contiguous slice of weight rows, in multiples of 16.
-        int64_t units = (w.n_rows + 15) / 16;
-        int64_t r0 = std::min(units * idx / nt * 16, w.n_rows);
-        int64_t r1 = std::min(units * (idx + 1) / nt * 16, w.n_rows);
+        int64_t r0 = 0, r1 = 0;
+        row_slice(w.n_rows, idx, nt, r0, r1);
         std::vector<float>& tile = scratch.tiles[static_cast<size_t>(idx)];
         for (int64_t t0 = r0; t0 < r1; t0 += tr) {
             int64_t n = std::min(tr, r1 - t0);
@@ -93,6 +129,8 @@ void matmul(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const f
     if (m <= 0 || w.n_rows <= 0) return;
     if (m < kGemmMinRows) {
         matmul_vec(pool, scratch, w, x, m, ldx, y, ldy);
+    } else if (has_simd_gemm_q8(cpu_kernels(), kernel_type_index(w.type))) {
+        matmul_q8(pool, scratch, w, x, m, ldx, y, ldy);
     } else {
         matmul_gemm(pool, scratch, w, x, m, ldx, y, ldy);
     }

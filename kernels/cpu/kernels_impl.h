@@ -211,6 +211,19 @@ void matvec_q5_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_byt
 void matvec_q6_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, const void* x,
                  float* y);
 
+void gemm_q8_q4_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy);
+void gemm_q8_q4_1(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy);
+void gemm_q8_q8_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy);
+void gemm_q8_q4_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy);
+void gemm_q8_q5_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy);
+void gemm_q8_q6_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy);
+
 void dequant_f32(const void* src, float* dst, int64_t n);
 void dequant_f16(const void* src, float* dst, int64_t n);
 void dequant_bf16(const void* src, float* dst, int64_t n);
@@ -239,6 +252,8 @@ void fill_table(CpuKernels& k);
 }
 namespace avx512 {
 void fill_table(CpuKernels& k);
-}
+// The quantized GEMM bodies (qgemm_avx512.cpp).
+void fill_gemm_table(CpuKernels& k);
+}  // namespace avx512
 
 }  // namespace attnrag::kernels

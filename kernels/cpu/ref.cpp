@@ -242,6 +242,45 @@ void matvec_q6_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_byt
     }
 }
 
+// ---- quantized GEMM: a reference matvec per token ----------------------------------------
+
+namespace {
+
+template <MatVecFn kMatVec>
+void gemm_q8_by_token(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                      const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    for (int64_t i = 0; i < m; ++i) {
+        kMatVec(n_cols, n_rows, w, w_row_bytes, x + i * x_row_blocks, y + i * ldy);
+    }
+}
+
+}  // namespace
+
+void gemm_q8_q4_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm_q8_by_token<matvec_q4_0>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+void gemm_q8_q4_1(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm_q8_by_token<matvec_q4_1>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+void gemm_q8_q8_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm_q8_by_token<matvec_q8_0>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+void gemm_q8_q4_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm_q8_by_token<matvec_q4_k>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+void gemm_q8_q5_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm_q8_by_token<matvec_q5_k>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+void gemm_q8_q6_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm_q8_by_token<matvec_q6_k>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+
 // ---- dequant ------------------------------------------------------------------------------
 
 void dequant_f32(const void* src, float* dst, int64_t n) {
@@ -414,6 +453,15 @@ void fill_table(CpuKernels& k) {
     k.dequant[kSlotQ4_K] = dequant_q4_k;
     k.dequant[kSlotQ5_K] = dequant_q5_k;
     k.dequant[kSlotQ6_K] = dequant_q6_k;
+    k.gemm_q8[kSlotF32] = nullptr;
+    k.gemm_q8[kSlotF16] = nullptr;
+    k.gemm_q8[kSlotBF16] = nullptr;
+    k.gemm_q8[kSlotQ4_0] = gemm_q8_q4_0;
+    k.gemm_q8[kSlotQ4_1] = gemm_q8_q4_1;
+    k.gemm_q8[kSlotQ8_0] = gemm_q8_q8_0;
+    k.gemm_q8[kSlotQ4_K] = gemm_q8_q4_k;
+    k.gemm_q8[kSlotQ5_K] = gemm_q8_q5_k;
+    k.gemm_q8[kSlotQ6_K] = gemm_q8_q6_k;
     k.quantize_q8a = quantize_q8a;
     k.dot_f32 = dot_f32;
     k.axpy_f32 = axpy_f32;

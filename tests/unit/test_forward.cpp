@@ -101,15 +101,16 @@ TEST_CASE("tiny qwen2 (biases, neox rope, MHA) matches the reference", "[forward
     check_against_reference(spec, 1e-4, 1e-4);
 }
 
-TEST_CASE("tiny llama Q4_1/Q8_0: batched path exact, decode within activation quantization error", "[forward]") {
+TEST_CASE("tiny llama Q4_1/Q4_0/Q8_0: batched and decode paths within activation quantization error", "[forward]") {
     for (DType t : {DType::Q4_1, DType::Q4_0, DType::Q8_0}) {
         test::TinyModelSpec spec;
         spec.matrix_type = t;
         spec.embd_type = DType::Q8_0;
         spec.seed = 4;
         INFO("type " << static_cast<int>(t));
-        // Decode quantizes activations to int8 per 32 values (as llama.cpp does): ~1% error.
-        check_against_reference(spec, 1e-4, 3e-2);
+        // Decode, and prefill where the SIMD level has an int8 GEMM for the type, quantize
+        // activations to int8 per 32 values (as llama.cpp does): ~1% error.
+        check_against_reference(spec, 3e-2, 3e-2);
     }
 }
 

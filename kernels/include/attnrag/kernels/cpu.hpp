@@ -31,6 +31,13 @@ using MatVecFn = void (*)(int64_t n_cols, int64_t n_rows, const void* w, size_t 
 // dst[0, n) = dequantized src row of n elements.
 using DequantFn = void (*)(const void* src, float* dst, int64_t n);
 
+// y[i*ldy + r] = dot(W[r, :], x row i) for i in [0, m), r in [0, n_rows): a matvec per token,
+// with weight rows read once per call instead of once per token (prefill).
+// W as for MatVecFn; x: m rows of n_cols/32 BlockQ8A blocks, row i at x + i*x_row_blocks.
+using GemmQ8Fn = void (*)(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes,
+                          int64_t m, const BlockQ8A* x, int64_t x_row_blocks, float* y,
+                          int64_t ldy);
+
 struct CpuKernels {
     SimdLevel level;
     // Indexed by kernel_type_index(type); nullptr where the type is unsupported.
@@ -50,6 +57,12 @@ struct CpuKernels {
     void (*silu_mul)(float* g, const float* u, int64_t n);
     // x[i] = exp(x[i] - max) / sum; returns log-sum-exp of the input.
     float (*softmax)(float* x, int64_t n);
+
+    // Indexed as matvec; nullptr for the float formats. The scalar table holds the reference (a
+    // matvec per token) for every quantized type; a SIMD level overrides the types it has a
+    // GEMM body for (AVX-512: Q4_0, Q4_1, Q8_0) and keeps the reference for the others, so an
+    // entry equal to the scalar table's means "no fast GEMM here".
+    GemmQ8Fn gemm_q8[9];
 };
 
 // Index of a type in CpuKernels::matvec/dequant; -1 when unsupported.

@@ -28,12 +28,16 @@ struct GemmScratch {
 
 // y[i][r] = sum_c x[i][c] * W[r][c] for i in [0, m), r in [0, W.n_rows).
 // x: [m][W.n_cols] f32, row stride ldx; y: [m][ldy] f32 (only the first W.n_rows columns written).
-// Small m uses quantized dot products (matvec); larger m dequantizes weight tiles into scratch and
-// calls single-threaded OpenBLAS sgemm on each thread's slice of rows.
+// Small m uses quantized dot products (matvec). Larger m, for a quantized type whose int8 GEMM
+// the active SIMD level implements (CpuKernels::gemm_q8: Q4_0, Q4_1, Q8_0 with AVX-512 VNNI),
+// quantizes x to BlockQ8A as decode does (so results carry the same ~1% activation rounding) and
+// multiplies each thread's slice of weight rows with all m rows of x. Other types and levels
+// dequantize weight tiles into scratch and call single-threaded OpenBLAS sgemm on each thread's
+// slice of rows.
 void matmul(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x, int64_t m,
             int64_t ldx, float* y, int64_t ldy);
 
-// Rows at or above which matmul switches from matvec to dequantize + sgemm.
+// Rows at or above which matmul switches from matvec to a GEMM (int8 or dequantize + sgemm).
 inline constexpr int64_t kGemmMinRows = 8;
 
 // Measure this machine's limits, used by `attnrag bench` to put figures in context.

@@ -53,13 +53,19 @@ struct Tables {
     Tables() {
         for (auto& t : by_level) ref::fill_table(t);
         // SIMD tables start from the scalar one so any op without a SIMD body falls back.
-        // Levels above the detected one are never handed out (cpu_kernels clamps), so filling
-        // them is harmless: the code is only compiled for the ISA, not executed here.
-        avx2::fill_table(by_level[1]);
+        // The fill functions live in files compiled for their ISA (the compiler may use VEX
+        // instructions even there), so they run only on CPUs that have it; levels above the
+        // detected one are never handed out (cpu_kernels clamps) and keep the scalar table.
+        const SimdLevel det = detected_simd_level();
+        if (det >= SimdLevel::Avx2) {
+            avx2::fill_table(by_level[1]);
+            avx2::fill_table(by_level[2]);
+        }
+        if (det >= SimdLevel::Avx512) {
+            avx512::fill_table(by_level[2]);
+            avx512::fill_gemm_table(by_level[2]);
+        }
         by_level[1].level = SimdLevel::Avx2;
-        avx2::fill_table(by_level[2]);
-        avx512::fill_table(by_level[2]);
-        avx512::fill_gemm_table(by_level[2]);
         by_level[2].level = SimdLevel::Avx512;
     }
 };

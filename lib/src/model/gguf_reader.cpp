@@ -18,6 +18,8 @@
 
 #include "attnrag/gguf.hpp"
 
+#include "common/mapped_file.h"
+
 namespace attnrag {
 
 static_assert(std::endian::native == std::endian::little,
@@ -166,10 +168,6 @@ std::string shortest(F v) {
     return std::string(buf, r.ptr);
 }
 
-std::string errno_text(int err) {
-    return std::error_code(err, std::generic_category()).message();
-}
-
 Error error_at(const std::string& path, Errc code, uint64_t offset, const std::string& what) {
     return make_error(code, path + ": offset " + std::to_string(offset) + ": " + what);
 }
@@ -194,8 +192,7 @@ struct GgufFile::Impl {
     std::string path;
     const uint8_t* data = nullptr;  // [size] bytes: the mapping or `owned`
     uint64_t size = 0;
-    void* map = nullptr;
-    size_t map_bytes = 0;
+    detail::MappedFile mapping;
     std::unique_ptr<uint8_t[], AlignedFree> owned;
 
     uint32_t version = 0;
@@ -209,9 +206,6 @@ struct GgufFile::Impl {
     Impl() = default;
     Impl(const Impl&) = delete;
     Impl& operator=(const Impl&) = delete;
-    ~Impl() {
-        if (map != nullptr) ::munmap(map, map_bytes);
-    }
 
     Error error_at(Errc code, uint64_t offset, const std::string& what) const {
         return attnrag::error_at(path, code, offset, what);
@@ -642,36 +636,11 @@ GgufFile::~GgufFile() = default;
 Result<GgufFile> GgufFile::open(const std::string& path) {
     auto impl = std::make_unique<Impl>();
     impl->path = path;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int err = errno;
-        return make_error(err == ENOENT ? Errc::NotFound : Errc::Io,
-                          path + ": cannot open: " + errno_text(err));
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-        int err = errno;
-        ::close(fd);
-        return make_error(Errc::Io, path + ": cannot stat: " + errno_text(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ::close(fd);
-        return make_error(Errc::Io, path + ": not a regular file");
-    }
-    impl->size = static_cast<uint64_t>(st.st_size);
-    if (impl->size > 0) {
-        impl->map_bytes = static_cast<size_t>(impl->size);
-        void* p = ::mmap(nullptr, impl->map_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) {
-            int err = errno;
-            ::close(fd);
-            return make_error(Errc::Io, path + ": cannot map " + std::to_string(impl->size) +
-                                            " bytes: " + errno_text(err));
-        }
-        impl->map = p;
-        impl->data = static_cast<const uint8_t*>(p);
-    }
-    ::close(fd);  // the mapping keeps the file alive
+    auto mapping = detail::MappedFile::open(path);
+    if (!mapping) return mapping.error();
+    impl->mapping = std::move(mapping).value();
+    impl->data = impl->mapping.data();
+    impl->size = impl->mapping.size();
     ATTNRAG_TRY(impl->parse());
     return GgufFile(std::move(impl));
 }

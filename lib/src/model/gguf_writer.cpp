@@ -11,6 +11,8 @@
 
 #include "attnrag/gguf.hpp"
 
+#include "common/mapped_file.h"
+
 namespace attnrag {
 namespace {
 
@@ -74,10 +76,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
     std::string s = "{";
     for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
     return s + "}";
-}
-
-std::string errno_text(int err) {
-    return std::error_code(err, std::generic_category()).message();
 }
 
 // Writes all of [data, data + n) to fd; returns 0 or an errno value.
@@ -265,12 +263,12 @@ Status GgufWriter::write(const std::string& path) const {
     if (fd < 0) {
         int err = errno;
         return make_error(err == ENOENT ? Errc::NotFound : Errc::Io,
-                          path + ": cannot create temporary file " + tmp + ": " + errno_text(err));
+                          path + ": cannot create temporary file " + tmp + ": " + detail::errno_text(err));
     }
     auto fail = [&](int err, const char* what) {
         ::close(fd);
         ::unlink(tmp.c_str());
-        return make_error(Errc::Io, path + ": " + what + " " + tmp + ": " + errno_text(err));
+        return make_error(Errc::Io, path + ": " + what + " " + tmp + ": " + detail::errno_text(err));
     };
     if (::fchmod(fd, 0644) != 0) return fail(errno, "cannot set permissions of");
     if (int err = write_all(fd, bytes.data(), bytes.size()); err != 0) {
@@ -280,12 +278,12 @@ Status GgufWriter::write(const std::string& path) const {
     if (::close(fd) != 0) {
         int err = errno;
         ::unlink(tmp.c_str());
-        return make_error(Errc::Io, path + ": cannot close " + tmp + ": " + errno_text(err));
+        return make_error(Errc::Io, path + ": cannot close " + tmp + ": " + detail::errno_text(err));
     }
     if (::rename(tmp.c_str(), path.c_str()) != 0) {
         int err = errno;
         ::unlink(tmp.c_str());
-        return make_error(Errc::Io, path + ": cannot rename " + tmp + " to it: " + errno_text(err));
+        return make_error(Errc::Io, path + ": cannot rename " + tmp + " to it: " + detail::errno_text(err));
     }
     return {};
 }

@@ -1,6 +1,8 @@
 // safetensors reader: header parsing and validation over a read-only mapping, f32 conversion.
 #include "attnrag/safetensors.hpp"
 
+#include "common/mapped_file.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -56,10 +58,6 @@ const DTypeInfo& info_of(SafetensorsDType dtype) {
     return kDTypes[static_cast<size_t>(dtype)];
 }
 
-std::string errno_text(int err) {
-    return std::error_code(err, std::generic_category()).message();
-}
-
 uint64_t read_u64_le(const uint8_t* p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -103,8 +101,7 @@ struct SafetensorsFile::Impl {
     std::string path;
     const uint8_t* bytes = nullptr;  // [size]: the mapping or `owned`
     uint64_t size = 0;
-    void* map = nullptr;
-    size_t map_bytes = 0;
+    detail::MappedFile mapping;
     std::unique_ptr<uint8_t[]> owned;
 
     uint64_t data_offset = 0;
@@ -114,9 +111,6 @@ struct SafetensorsFile::Impl {
     Impl() = default;
     Impl(const Impl&) = delete;
     Impl& operator=(const Impl&) = delete;
-    ~Impl() {
-        if (map != nullptr) ::munmap(map, map_bytes);
-    }
 
     Error at(Errc code, uint64_t offset, const std::string& what) const {
         return make_error(code, path + ": offset " + std::to_string(offset) + ": " + what);
@@ -294,37 +288,11 @@ SafetensorsFile::~SafetensorsFile() = default;
 Result<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
     auto impl = std::make_unique<Impl>();
     impl->path = path.string();
-    const std::string& name = impl->path;
-    int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int err = errno;
-        return make_error(err == ENOENT ? Errc::NotFound : Errc::Io,
-                          name + ": cannot open: " + errno_text(err));
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-        int err = errno;
-        ::close(fd);
-        return make_error(Errc::Io, name + ": cannot stat: " + errno_text(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ::close(fd);
-        return make_error(Errc::Io, name + ": not a regular file");
-    }
-    impl->size = static_cast<uint64_t>(st.st_size);
-    if (impl->size > 0) {
-        impl->map_bytes = static_cast<size_t>(impl->size);
-        void* p = ::mmap(nullptr, impl->map_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) {
-            int err = errno;
-            ::close(fd);
-            return make_error(Errc::Io, name + ": cannot map " + std::to_string(impl->size) +
-                                            " bytes: " + errno_text(err));
-        }
-        impl->map = p;
-        impl->bytes = static_cast<const uint8_t*>(p);
-    }
-    ::close(fd);  // the mapping keeps the file alive
+    auto mapping = detail::MappedFile::open(impl->path);
+    if (!mapping) return mapping.error();
+    impl->mapping = std::move(mapping).value();
+    impl->bytes = impl->mapping.data();
+    impl->size = impl->mapping.size();
     ATTNRAG_TRY(impl->parse());
     return SafetensorsFile(std::move(impl));
 }

@@ -91,9 +91,17 @@ struct Corpus::Impl {
             dense.emplace(std::move(loaded).value());
             return {};
         }
-        std::string factory = options.factory.empty() ? "Flat" : options.factory;
+        // The factory is part of the corpus: chosen when it is created, remembered in the store,
+        // and reused by every rebuild unless the caller names another.
+        std::string factory = options.factory;
+        if (factory.empty()) {
+            auto saved = store.get_setting("faiss_factory");
+            if (!saved) return saved.error();
+            factory = saved->value_or("Flat");
+        }
         auto idx = DenseIndex::create(embedder->dim(), factory);
         if (!idx) return idx.error();
+        ATTNRAG_TRY(store.set_setting("faiss_factory", idx->factory()));
         std::vector<int64_t> ids;
         std::vector<float> vecs;
         Status add_status;

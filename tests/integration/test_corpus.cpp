@@ -161,3 +161,26 @@ TEST_CASE("a lost or damaged FAISS file is rebuilt from the stored vectors", "[c
     REQUIRE(hits->size() == 1);
     CHECK(hits->front().source.find("bread.md") != std::string::npos);
 }
+
+TEST_CASE("the FAISS factory chosen at creation is kept across rebuilds", "[corpus]") {
+    auto docs = make_docs();
+    auto db = test::make_temp_dir("corpus_db");
+    {
+        CorpusOptions o = options();
+        o.factory = "HNSW16";
+        auto corpus = Corpus::open(db, o);
+        REQUIRE(corpus.ok());
+        std::vector<fs::path> paths = {docs};
+        REQUIRE(corpus->ingest(paths).ok());
+    }
+    fs::remove(db / "dense.faiss");
+    auto corpus = Corpus::open(db, options());  // no factory given
+    REQUIRE(corpus.ok());
+    auto hits = corpus->search("sourdough", 1, SearchMode::Dense);
+    REQUIRE(hits.ok());
+    CHECK(corpus->index_rebuilt());
+    auto factory = corpus->store().get_setting("faiss_factory");
+    REQUIRE(factory.ok());
+    REQUIRE(factory->has_value());
+    CHECK(**factory == "HNSW16");
+}

@@ -24,7 +24,7 @@ void q4_values(const uint8_t* qs, int q[kQK]) {
 
 // Q4_K: 4 chunks of 64 elements; chunk c uses qs[32c, 32c+32): elements [64c, 64c+32) are the
 // low nibbles, [64c+32, 64c+64) the high nibbles. q in [0, 16).
-void q4k_values(const BlockQ4_K& b, int q[kQKK]) {
+void k_values(const BlockQ4_K& b, int q[kQKK]) {
     for (int c = 0; c < 4; ++c) {
         for (int l = 0; l < 32; ++l) {
             q[64 * c + l] = b.qs[32 * c + l] & 0x0f;
@@ -34,7 +34,7 @@ void q4k_values(const BlockQ4_K& b, int q[kQKK]) {
 }
 
 // Q5_K: Q4_K's nibbles plus a fifth bit: element e = 32*j + l takes bit j of qh[l]. q in [0, 32).
-void q5k_values(const BlockQ5_K& b, int q[kQKK]) {
+void k_values(const BlockQ5_K& b, int q[kQKK]) {
     for (int c = 0; c < 4; ++c) {
         for (int l = 0; l < 32; ++l) {
             q[64 * c + l] = b.qs[32 * c + l] & 0x0f;
@@ -168,17 +168,19 @@ void matvec_q8_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_byt
     }
 }
 
-void matvec_q4_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, const void* x,
-                 float* y) {
+// Q4_K and Q5_K share their scale/min layout; they differ only in how quants are stored.
+template <class Block>
+void matvec_k4(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, const void* x,
+               float* y) {
     const auto* xb = static_cast<const BlockQ8A*>(x);
     const int64_t nsb = n_cols / kQKK;
     for (int64_t r = 0; r < n_rows; ++r) {
-        const auto* wb = reinterpret_cast<const BlockQ4_K*>(row_ptr(w, w_row_bytes, r));
+        const auto* wb = reinterpret_cast<const Block*>(row_ptr(w, w_row_bytes, r));
         double acc = 0.0;
         for (int64_t s = 0; s < nsb; ++s) {
             int q[kQKK];
             uint8_t scm[16];
-            q4k_values(wb[s], q);
+            k_values(wb[s], q);
             unpack_scales_k4(wb[s].scales, scm);
             const float d = f16_to_f32(wb[s].d), dmin = f16_to_f32(wb[s].dmin);
             for (int j = 0; j < 8; ++j) {
@@ -193,28 +195,14 @@ void matvec_q4_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_byt
     }
 }
 
+void matvec_q4_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, const void* x,
+                 float* y) {
+    matvec_k4<BlockQ4_K>(n_cols, n_rows, w, w_row_bytes, x, y);
+}
+
 void matvec_q5_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, const void* x,
                  float* y) {
-    const auto* xb = static_cast<const BlockQ8A*>(x);
-    const int64_t nsb = n_cols / kQKK;
-    for (int64_t r = 0; r < n_rows; ++r) {
-        const auto* wb = reinterpret_cast<const BlockQ5_K*>(row_ptr(w, w_row_bytes, r));
-        double acc = 0.0;
-        for (int64_t s = 0; s < nsb; ++s) {
-            int q[kQKK];
-            uint8_t scm[16];
-            q5k_values(wb[s], q);
-            unpack_scales_k4(wb[s].scales, scm);
-            const float d = f16_to_f32(wb[s].d), dmin = f16_to_f32(wb[s].dmin);
-            for (int j = 0; j < 8; ++j) {
-                const BlockQ8A& xa = xb[s * 8 + j];
-                const int32_t isum = int_dot(q + 32 * j, xa.qs, kQK);
-                acc += static_cast<double>(d * static_cast<float>(scm[j]) * xa.d) * isum;
-                acc -= static_cast<double>(dmin * static_cast<float>(scm[8 + j]) * xa.d) * xa.s;
-            }
-        }
-        y[r] = static_cast<float>(acc);
-    }
+    matvec_k4<BlockQ5_K>(n_cols, n_rows, w, w_row_bytes, x, y);
 }
 
 void matvec_q6_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, const void* x,
@@ -326,12 +314,13 @@ void dequant_q8_0(const void* src, float* dst, int64_t n) {
     }
 }
 
-void dequant_q4_k(const void* src, float* dst, int64_t n) {
-    const auto* b = static_cast<const BlockQ4_K*>(src);
+template <class Block>
+void dequant_k4(const void* src, float* dst, int64_t n) {
+    const auto* b = static_cast<const Block*>(src);
     for (int64_t i = 0; i < n / kQKK; ++i) {
         int q[kQKK];
         uint8_t scm[16];
-        q4k_values(b[i], q);
+        k_values(b[i], q);
         unpack_scales_k4(b[i].scales, scm);
         const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
         for (int e = 0; e < kQKK; ++e) {
@@ -342,21 +331,8 @@ void dequant_q4_k(const void* src, float* dst, int64_t n) {
     }
 }
 
-void dequant_q5_k(const void* src, float* dst, int64_t n) {
-    const auto* b = static_cast<const BlockQ5_K*>(src);
-    for (int64_t i = 0; i < n / kQKK; ++i) {
-        int q[kQKK];
-        uint8_t scm[16];
-        q5k_values(b[i], q);
-        unpack_scales_k4(b[i].scales, scm);
-        const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-        for (int e = 0; e < kQKK; ++e) {
-            const float d1 = d * static_cast<float>(scm[e / 32]);
-            const float m1 = dmin * static_cast<float>(scm[8 + e / 32]);
-            dst[i * kQKK + e] = no_contract(d1 * static_cast<float>(q[e])) - m1;
-        }
-    }
-}
+void dequant_q4_k(const void* src, float* dst, int64_t n) { dequant_k4<BlockQ4_K>(src, dst, n); }
+void dequant_q5_k(const void* src, float* dst, int64_t n) { dequant_k4<BlockQ5_K>(src, dst, n); }
 
 void dequant_q6_k(const void* src, float* dst, int64_t n) {
     const auto* b = static_cast<const BlockQ6_K*>(src);

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+
+#include "guarded_buffer.hpp"
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -41,29 +43,7 @@ std::string name_of(SimdLevel l, DType t) {
     return s.str();
 }
 
-// `bytes` of memory that end exactly at a PROT_NONE page: reading one byte past the end faults
-// (as in test_kernels.cpp).
-class GuardedBuffer {
- public:
-    explicit GuardedBuffer(size_t bytes) {
-        page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-        span_ = (bytes + page_ - 1) / page_ * page_ + page_;
-        base_ = static_cast<uint8_t*>(
-            mmap(nullptr, span_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-        REQUIRE(base_ != MAP_FAILED);
-        REQUIRE(mprotect(base_ + span_ - page_, page_, PROT_NONE) == 0);
-        data_ = base_ + span_ - page_ - bytes;
-    }
-    GuardedBuffer(const GuardedBuffer&) = delete;
-    GuardedBuffer& operator=(const GuardedBuffer&) = delete;
-    ~GuardedBuffer() { munmap(base_, span_); }
-    uint8_t* data() { return data_; }
-
- private:
-    size_t page_ = 0, span_ = 0;
-    uint8_t* base_ = nullptr;
-    uint8_t* data_ = nullptr;
-};
+using attnrag::test::GuardedBuffer;
 
 std::vector<float> random_floats(int64_t n, std::mt19937& rng, float scale = 1.0f) {
     std::normal_distribution<float> nd(0.0f, scale);

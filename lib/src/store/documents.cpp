@@ -128,38 +128,32 @@ Result<PutResult> Store::put_document(const DocumentInput& doc) {
         if (!del) return del.error();
         del->bind_int(1, res.document_id);
         ATTNRAG_TRY(del->run());
-        auto up = db.prepare(
-            "UPDATE documents SET title = ?2, content_hash = ?3, metadata = ?4, format = ?5, "
-            "n_bytes = ?6, n_chunks = ?7, updated_at = ?8 WHERE id = ?1",
-            op + ": update document");
-        if (!up) return up.error();
-        up->bind_int(1, res.document_id)
-            .bind_text(2, doc.title)
-            .bind_text(3, doc.content_hash)
-            .bind_text(4, doc.metadata_json)
-            .bind_text(5, doc.format)
-            .bind_int(6, static_cast<int64_t>(doc.n_bytes))
-            .bind_int(7, n_chunks)
-            .bind_int(8, now);
-        ATTNRAG_TRY(up->run());
     } else {
         res.outcome = PutOutcome::Added;
-        auto ins = db.prepare(
-            "INSERT INTO documents(source, title, content_hash, metadata, format, n_bytes, "
-            "n_chunks, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-            op + ": insert document");
-        if (!ins) return ins.error();
-        ins->bind_text(1, doc.source)
-            .bind_text(2, doc.title)
-            .bind_text(3, doc.content_hash)
-            .bind_text(4, doc.metadata_json)
-            .bind_text(5, doc.format)
-            .bind_int(6, static_cast<int64_t>(doc.n_bytes))
-            .bind_int(7, n_chunks)
-            .bind_int(8, now);
-        ATTNRAG_TRY(ins->run());
-        res.document_id = sqlite3_last_insert_rowid(db.handle());
     }
+    // One upsert for both cases: a replaced document keeps its id and created_at.
+    auto up = db.prepare(
+        "INSERT INTO documents(source, title, content_hash, metadata, format, n_bytes, "
+        "n_chunks, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) "
+        "ON CONFLICT(source) DO UPDATE SET title = excluded.title, "
+        "content_hash = excluded.content_hash, metadata = excluded.metadata, "
+        "format = excluded.format, n_bytes = excluded.n_bytes, n_chunks = excluded.n_chunks, "
+        "updated_at = excluded.updated_at RETURNING id",
+        op + ": write document");
+    if (!up) return up.error();
+    up->bind_text(1, doc.source)
+        .bind_text(2, doc.title)
+        .bind_text(3, doc.content_hash)
+        .bind_text(4, doc.metadata_json)
+        .bind_text(5, doc.format)
+        .bind_int(6, static_cast<int64_t>(doc.n_bytes))
+        .bind_int(7, n_chunks)
+        .bind_int(8, now);
+    auto row = up->step();
+    if (!row) return row.error();
+    if (!*row) return make_error(Errc::Internal, op + ": write document returned no id");
+    res.document_id = up->column_int(0);
+    ATTNRAG_TRY(up->run());  // finish the statement
 
     int64_t dim = 0;
     res.chunk_ids.reserve(doc.chunks.size());

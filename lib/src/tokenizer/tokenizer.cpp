@@ -1,6 +1,8 @@
 // Byte-level BPE tokenizer (GPT-2 family) from GGUF metadata: special tokens, decoding, ChatML.
 #include "attnrag/tokenizer.hpp"
 
+#include "common/utf8.h"
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -50,23 +52,7 @@ const ByteAlphabet& byte_alphabet() {
     return alphabet;
 }
 
-void append_utf8(std::string& out, char32_t c) {
-    if (c < 0x80) {
-        out.push_back(static_cast<char>(c));
-    } else if (c < 0x800) {
-        out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    } else if (c < 0x10000) {
-        out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    } else {
-        out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    }
-}
+using detail::append_utf8;
 
 // A token's text in the byte-level alphabet -> the bytes it stands for. Code points outside the
 // alphabet (and malformed UTF-8, which a GGUF string may hold) are kept as they are.

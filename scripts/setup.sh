@@ -18,6 +18,7 @@ PACKAGES=(
     nlohmann-json3-dev   # JSON
     libfaiss-dev         # dense retrieval
     libsqlite3-dev       # store, FTS5
+    zlib1g-dev           # crc32 checksums of passage KV files
     libboost-dev         # Asio/Beast for the HTTP service
     libgumbo-dev         # HTML parsing (document readers)
     libpoppler-cpp-dev   # PDF text extraction (document readers)

@@ -254,6 +254,13 @@ TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path)
 std::vector<std::vector<double>> reference_logits(const TinyModelSpec& spec, const TinyWeights& w,
                                                   const std::vector<int32_t>& tokens,
                                                   const std::vector<int32_t>& positions) {
+    return reference_forward(spec, w, tokens, positions, {});
+}
+
+std::vector<std::vector<double>> reference_forward(const TinyModelSpec& spec, const TinyWeights& w,
+                                                   const std::vector<int32_t>& tokens,
+                                                   const std::vector<int32_t>& positions,
+                                                   const ReferenceOptions& opt) {
     const int d = spec.n_embd, hd = d / spec.n_head, ff = spec.n_ff;
     const int group = spec.n_head / spec.n_head_kv;
     const size_t n = tokens.size();
@@ -300,7 +307,12 @@ std::vector<std::vector<double>> reference_logits(const TinyModelSpec& spec, con
         x[t].assign(w.token_embd.begin() + static_cast<ptrdiff_t>(tokens[t]) * d,
                     w.token_embd.begin() + static_cast<ptrdiff_t>(tokens[t] + 1) * d);
     }
-    for (const auto& L : w.layers) {
+    if (opt.probs) {
+        opt.probs->assign(w.layers.size(), std::vector<std::vector<std::vector<double>>>(
+                                               static_cast<size_t>(spec.n_head), std::vector<std::vector<double>>(n)));
+    }
+    for (size_t layer_index = 0; layer_index < w.layers.size(); ++layer_index) {
+        const auto& L = w.layers[layer_index];
         std::vector<Vec> q(n), k(n), v(n);
         for (size_t t = 0; t < n; ++t) {
             Vec h = rmsnorm(x[t], L.attn_norm);
@@ -319,18 +331,49 @@ std::vector<std::vector<double>> reference_logits(const TinyModelSpec& spec, con
             Vec attn(static_cast<size_t>(d), 0.0);
             for (int h = 0; h < spec.n_head; ++h) {
                 int g = h / group;
-                std::vector<double> s(t + 1);
-                double mx = -1e300;
+                // Full row over keys 0..t: masked keys get no weight; with APE, the keys
+                // ape_local(t, j) form one partial attention (logits / T), the others another,
+                // merged through their log-sum-exps with the local one multiplied by S * T.
+                std::vector<double> logit(t + 1), p(t + 1, 0.0);
+                std::vector<bool> seen(t + 1), local(t + 1);
                 for (size_t j = 0; j <= t; ++j) {
                     double acc = 0;
                     for (int i = 0; i < hd; ++i) acc += q[t][static_cast<size_t>(h * hd + i)] * k[j][static_cast<size_t>(g * hd + i)];
-                    s[j] = acc / std::sqrt(static_cast<double>(hd));
-                    mx = std::max(mx, s[j]);
+                    logit[j] = acc / std::sqrt(static_cast<double>(hd));
+                    seen[j] = !opt.visible || opt.visible(t, j);
+                    local[j] = seen[j] && opt.ape_local && opt.ape_local(t, j);
                 }
-                double sum = 0;
-                for (auto& e : s) sum += (e = std::exp(e - mx));
+                auto lse_of = [&](bool want_local, double div) {
+                    double mx = -1e300, sum = 0;
+                    bool any = false;
+                    for (size_t j = 0; j <= t; ++j) {
+                        if (seen[j] && local[j] == want_local) {
+                            mx = std::max(mx, logit[j] / div);
+                            any = true;
+                        }
+                    }
+                    if (!any) return -1e300;
+                    for (size_t j = 0; j <= t; ++j) {
+                        if (seen[j] && local[j] == want_local) sum += std::exp(logit[j] / div - mx);
+                    }
+                    return mx + std::log(sum);
+                };
+                const double lse_local = lse_of(true, opt.ape_temperature);
+                const double lse_other = lse_of(false, 1.0);
+                const double w_local = lse_local < -1e299 ? -1e300 : opt.ape_scale * opt.ape_temperature * lse_local;
+                const double top = std::max(w_local, lse_other);
+                const double total = top + std::log(std::exp(w_local - top) + std::exp(lse_other - top));
                 for (size_t j = 0; j <= t; ++j) {
-                    for (int i = 0; i < hd; ++i) attn[static_cast<size_t>(h * hd + i)] += s[j] / sum * v[j][static_cast<size_t>(g * hd + i)];
+                    if (!seen[j]) continue;
+                    if (local[j]) {
+                        p[j] = std::exp(logit[j] / opt.ape_temperature - lse_local + w_local - total);
+                    } else {
+                        p[j] = std::exp(logit[j] - lse_other + lse_other - total);
+                    }
+                }
+                if (opt.probs) (*opt.probs)[layer_index][static_cast<size_t>(h)][t] = p;
+                for (size_t j = 0; j <= t; ++j) {
+                    for (int i = 0; i < hd; ++i) attn[static_cast<size_t>(h * hd + i)] += p[j] * v[j][static_cast<size_t>(g * hd + i)];
                 }
             }
             Vec o = matvec(L.wo, attn, d, d);

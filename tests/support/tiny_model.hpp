@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,5 +47,18 @@ std::vector<float> dequantize_row(kernels::DType type, const std::vector<uint8_t
 std::vector<std::vector<double>> reference_logits(const TinyModelSpec& spec, const TinyWeights& w,
                                                   const std::vector<int32_t>& tokens,
                                                   const std::vector<int32_t>& positions);
+
+// Reference forward with attention options: a visibility rule (masks), APE-style merging, and
+// the attention probabilities of every layer, head, row and key [layer][head][row][key <= row].
+struct ReferenceOptions {
+    std::function<bool(size_t q, size_t k)> visible = {};    // empty = every earlier key
+    std::function<bool(size_t q, size_t k)> ape_local = {};  // keys in the tempered partial attention
+    double ape_temperature = 1.0, ape_scale = 1.0;
+    std::vector<std::vector<std::vector<std::vector<double>>>>* probs = nullptr;
+};
+std::vector<std::vector<double>> reference_forward(const TinyModelSpec& spec, const TinyWeights& w,
+                                                   const std::vector<int32_t>& tokens,
+                                                   const std::vector<int32_t>& positions,
+                                                   const ReferenceOptions& options);
 
 }  // namespace attnrag::test

@@ -17,7 +17,40 @@ namespace attnrag {
 
 namespace {
 constexpr int64_t kAttnTile = 64;  // query rows per attention task
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+}  // namespace
+
+std::vector<float> ProbeResult::mean_span_mass(int32_t ri) const {
+    std::vector<float> out(static_cast<size_t>(n_spans), 0.0f);
+    if (n_layers == 0 || n_heads == 0) return out;
+    for (int32_t li = 0; li < n_layers; ++li) {
+        for (int32_t hi = 0; hi < n_heads; ++hi) {
+            for (int32_t s = 0; s < n_spans; ++s) out[static_cast<size_t>(s)] += span_mass(li, hi, ri, s);
+        }
+    }
+    const float inv = 1.0f / static_cast<float>(n_layers * n_heads);
+    for (float& m : out) m *= inv;
+    return out;
 }
+
+// The rows of one forward micro-batch: which tokens, where they sit in the cache, how they see.
+struct ForwardRows {
+    std::span<const TokenId> tokens;
+    std::span<const int32_t> positions;
+    std::span<const int32_t> slots;  // ascending cache slots the rows write
+    bool queries_global = false;     // recompute: rows attend to every earlier slot
+};
+
+// What one forward call asks beyond filling the cache.
+struct ForwardExtras {
+    int32_t n_layers = 0;  // layers to run
+    bool logits_all = false, logits_last = false;
+    ApeParams ape;
+    const ProbeRequest* probe = nullptr;
+    ProbeResult* probe_out = nullptr;
+    int32_t probe_row0 = 0;  // call index of this micro-batch's first row
+    std::vector<float>* value_drift = nullptr;  // per row, at layer n_layers - 1
+};
 
 struct Context::Impl {
     const Model* model = nullptr;
@@ -27,25 +60,67 @@ struct Context::Impl {
 
     // KV cache, per layer: [n_ctx][n_head_kv * head_dim] f32, keys stored after RoPE.
     std::vector<detail::LazyBuffer> k_cache, v_cache;
-    std::vector<int32_t> positions;  // [n_past] position id of each cache slot
+    std::vector<int32_t> positions;  // [n_ctx] position id of each cache slot
+    std::vector<TokenId> slot_tokens;
+    std::vector<BlockTag> slot_tags;
     int32_t n_past = 0;
     int32_t next_pos = 0;  // max position in the cache + 1
 
     // Scratch for one micro-batch of n tokens.
     std::vector<float> x, h, q, k, v, attn, gate, up;  // [n][dim]
-    std::vector<std::vector<float>> scores;           // per thread: [kAttnTile][n_ctx]
+    std::vector<float> lse;                            // [n][n_head] attention log-sum-exp
+    std::vector<double> rope_cs;                       // [n][n_rot] (cos, sin) per pair
+    std::vector<std::vector<float>> scores;            // per thread: [kAttnTile][n_ctx]
     std::vector<float> logits;                         // [n_logit_rows][n_vocab]
     int32_t n_logit_rows = 0;
 
     Impl(const Model& m, const ContextParams& p) : model(&m), params(p), pool(p.n_threads) {}
 
-    void forward(std::span<const TokenId> tokens, std::span<const int32_t> pos, bool want_logits_all,
-                 bool want_logits_last);
-    void attention(int32_t layer, int64_t n, int64_t kv0);
+    void forward(const ForwardRows& rows, const ForwardExtras& ex);
+    void attention(int32_t layer, const ForwardRows& rows, bool masked, const ApeParams& ape);
+    void adjust_row(float* row, int64_t visible, BlockTag qtag, bool masked, const ApeParams& ape) const;
+    void probe(int32_t layer, const ForwardRows& rows, bool masked, const ForwardExtras& ex);
+    Status prepare_probe(const ProbeRequest& req, int32_t n_tokens, ProbeResult& out) const;
 };
 
-void Context::Impl::attention(int32_t layer, int64_t n, int64_t kv0) {
+// Turns a row of scaled logits over slots [0, visible) into the logits whose softmax is the
+// attention actually used: invisible keys become -inf; with APE, Local keys seen by a Global
+// query take logit l / T + (S T - 1) lse_local, so that one softmax equals the exact LSE merge
+// of the Local partial attention (scaled by S T) with the rest.
+void Context::Impl::adjust_row(float* row, int64_t visible, BlockTag qtag, bool masked,
+                               const ApeParams& ape) const {
+    if (masked) {
+        for (int64_t j = 0; j < visible; ++j) {
+            if (!block_visible(qtag, slot_tags[static_cast<size_t>(j)])) row[j] = kNegInf;
+        }
+    }
+    if (!ape.enabled() || qtag.kind != BlockKind::Global) return;
+    const float inv_t = 1.0f / ape.temperature;
+    float mx = kNegInf;
+    for (int64_t j = 0; j < visible; ++j) {
+        if (slot_tags[static_cast<size_t>(j)].kind == BlockKind::Local && row[j] != kNegInf) {
+            mx = std::max(mx, row[j] * inv_t);
+        }
+    }
+    if (mx == kNegInf) return;  // no Local key in view
+    double sum = 0.0;
+    for (int64_t j = 0; j < visible; ++j) {
+        if (slot_tags[static_cast<size_t>(j)].kind == BlockKind::Local && row[j] != kNegInf) {
+            sum += std::exp(static_cast<double>(row[j] * inv_t - mx));
+        }
+    }
+    const double lse_local = static_cast<double>(mx) + std::log(sum);
+    const auto shift = static_cast<float>((static_cast<double>(ape.scale) * ape.temperature - 1.0) * lse_local);
+    for (int64_t j = 0; j < visible; ++j) {
+        if (slot_tags[static_cast<size_t>(j)].kind == BlockKind::Local && row[j] != kNegInf) {
+            row[j] = row[j] * inv_t + shift;
+        }
+    }
+}
+
+void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool masked, const ApeParams& ape) {
     const ModelHParams& hp = model->hparams();
+    const int64_t n = static_cast<int64_t>(rows.slots.size());
     const int64_t hd = hp.head_dim;
     const int64_t q_dim = int64_t{hp.n_head} * hd;
     const int64_t kv_dim = int64_t{hp.n_head_kv} * hd;
@@ -53,15 +128,18 @@ void Context::Impl::attention(int32_t layer, int64_t n, int64_t kv0) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const float* kc = k_cache[static_cast<size_t>(layer)].data();
     const float* vc = v_cache[static_cast<size_t>(layer)].data();
-    const int64_t n_tiles = (n + kAttnTile - 1) / kAttnTile;
-    const int64_t n_tasks = hp.n_head * n_tiles;
+    const bool adjust = masked || ape.enabled();
+    auto qtag = [&](int64_t i) {
+        return rows.queries_global ? BlockTag{} : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
+    };
     std::atomic<int64_t> next{0};
     const kernels::CpuKernels& kk = kernels::cpu_kernels();
 
     if (n == 1) {
-        // Decode: the query heads of one KV group are adjacent in q, so each group is one
+        // One query row: the query heads of one KV group are adjacent in q, so each group is one
         // [group x hd] by [n_keys x hd]^T product and K/V are read once per group, not per head.
-        const int64_t n_keys = kv0 + 1;
+        const int64_t n_keys = int64_t{rows.slots[0]} + 1;
+        const BlockTag tag = qtag(0);
         pool.run([&](int idx, int) {
             std::vector<float>& s = scores[static_cast<size_t>(idx)];
             for (int64_t g = next.fetch_add(1); g < hp.n_head_kv; g = next.fetch_add(1)) {
@@ -70,7 +148,11 @@ void Context::Impl::attention(int32_t layer, int64_t n, int64_t kv0) {
                             static_cast<int>(n_keys), static_cast<int>(hd), scale, qp,
                             static_cast<int>(hd), kc + g * hd, static_cast<int>(kv_dim), 0.0f,
                             s.data(), static_cast<int>(n_keys));
-                for (int64_t r = 0; r < group; ++r) kk.softmax(s.data() + r * n_keys, n_keys);
+                for (int64_t r = 0; r < group; ++r) {
+                    float* row = s.data() + r * n_keys;
+                    if (adjust) adjust_row(row, n_keys, tag, masked, ape);
+                    lse[static_cast<size_t>(g * group + r)] = kk.softmax(row, n_keys);
+                }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(group),
                             static_cast<int>(hd), static_cast<int>(n_keys), 1.0f, s.data(),
                             static_cast<int>(n_keys), vc + g * hd, static_cast<int>(kv_dim), 0.0f,
@@ -80,6 +162,8 @@ void Context::Impl::attention(int32_t layer, int64_t n, int64_t kv0) {
         return;
     }
 
+    const int64_t n_tiles = (n + kAttnTile - 1) / kAttnTile;
+    const int64_t n_tasks = hp.n_head * n_tiles;
     pool.run([&](int idx, int) {
         std::vector<float>& s = scores[static_cast<size_t>(idx)];
         for (int64_t task = next.fetch_add(1); task < n_tasks; task = next.fetch_add(1)) {
@@ -87,43 +171,110 @@ void Context::Impl::attention(int32_t layer, int64_t n, int64_t kv0) {
             const int64_t tile = task / hp.n_head;
             const int64_t g = head / group;
             const int64_t i0 = tile * kAttnTile;
-            const int64_t rows = std::min(kAttnTile, n - i0);
-            // Causal by cache slot: query i (slot kv0 + i) sees slots [0, kv0 + i].
-            const int64_t n_keys = kv0 + i0 + rows;
+            const int64_t n_rows = std::min(kAttnTile, n - i0);
+            // Causal by cache slot: the row in slot t sees slots [0, t].
+            const int64_t n_keys = int64_t{rows.slots[static_cast<size_t>(i0 + n_rows - 1)]} + 1;
             const float* qp = q.data() + i0 * q_dim + head * hd;
-            const float* kp = kc + g * hd;
-            const float* vp = vc + g * hd;
             // s [rows][n_keys] = scale * Q_tile · K^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_rows),
                         static_cast<int>(n_keys), static_cast<int>(hd), scale, qp,
-                        static_cast<int>(q_dim), kp, static_cast<int>(kv_dim), 0.0f, s.data(),
+                        static_cast<int>(q_dim), kc + g * hd, static_cast<int>(kv_dim), 0.0f, s.data(),
                         static_cast<int>(n_keys));
-            for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t r = 0; r < n_rows; ++r) {
                 float* row = s.data() + r * n_keys;
-                const int64_t visible = kv0 + i0 + r + 1;
-                kk.softmax(row, visible);
+                const int64_t visible = int64_t{rows.slots[static_cast<size_t>(i0 + r)]} + 1;
+                if (adjust) adjust_row(row, visible, qtag(i0 + r), masked, ape);
+                lse[static_cast<size_t>((i0 + r) * hp.n_head + head)] = kk.softmax(row, visible);
                 std::fill(row + visible, row + n_keys, 0.0f);
             }
             // out [rows][hd] = s · V
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n_rows),
                         static_cast<int>(hd), static_cast<int>(n_keys), 1.0f, s.data(),
-                        static_cast<int>(n_keys), vp, static_cast<int>(kv_dim), 0.0f,
+                        static_cast<int>(n_keys), vc + g * hd, static_cast<int>(kv_dim), 0.0f,
                         attn.data() + i0 * q_dim + head * hd, static_cast<int>(q_dim));
         }
     });
 }
 
-void Context::Impl::forward(std::span<const TokenId> tokens, std::span<const int32_t> pos,
-                            bool want_logits_all, bool want_logits_last) {
+// Reads the probed rows of this micro-batch at `layer`: logits recomputed from the row's q and
+// the cached keys, turned into probabilities with the attention's own log-sum-exp.
+void Context::Impl::probe(int32_t layer, const ForwardRows& rows, bool masked, const ForwardExtras& ex) {
+    const ProbeRequest& req = *ex.probe;
+    ProbeResult& out = *ex.probe_out;
+    const auto li_it = std::find(out.layers.begin(), out.layers.end(), layer);
+    if (li_it == out.layers.end()) return;
+    const auto li = static_cast<int32_t>(li_it - out.layers.begin());
+    const ModelHParams& hp = model->hparams();
+    const int64_t hd = hp.head_dim;
+    const int64_t q_dim = int64_t{hp.n_head} * hd;
+    const int64_t kv_dim = int64_t{hp.n_head_kv} * hd;
+    const int64_t group = hp.n_head / hp.n_head_kv;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const float* kc = k_cache[static_cast<size_t>(layer)].data();
+    const int64_t n = static_cast<int64_t>(rows.slots.size());
+
+    // (row index in the request, row index in this micro-batch) for rows computed here.
+    std::vector<std::pair<int32_t, int64_t>> here;
+    for (int32_t ri = 0; ri < out.n_rows; ++ri) {
+        const int64_t i = int64_t{out.rows[static_cast<size_t>(ri)]} - ex.probe_row0;
+        if (i >= 0 && i < n) here.emplace_back(ri, i);
+    }
+    if (here.empty()) return;
+    const int64_t n_tasks = static_cast<int64_t>(here.size()) * out.n_heads;
+    std::atomic<int64_t> next{0};
+    const kernels::CpuKernels& kk = kernels::cpu_kernels();
+    pool.run([&](int idx, int) {
+        std::vector<float>& s = scores[static_cast<size_t>(idx)];
+        for (int64_t task = next.fetch_add(1); task < n_tasks; task = next.fetch_add(1)) {
+            const auto hi = static_cast<int32_t>(task % out.n_heads);
+            const auto [ri, i] = here[static_cast<size_t>(task / out.n_heads)];
+            const int64_t head = out.heads[static_cast<size_t>(hi)];
+            const int64_t g = head / group;
+            const int64_t visible = int64_t{rows.slots[static_cast<size_t>(i)]} + 1;
+            const float* qp = q.data() + i * q_dim + head * hd;
+            float* row = s.data();
+            for (int64_t j = 0; j < visible; ++j) row[j] = scale * kk.dot_f32(qp, kc + j * kv_dim + g * hd, hd);
+            const BlockTag tag =
+                rows.queries_global ? BlockTag{} : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
+            const size_t at = out.index(li, hi, ri);
+            if (req.keep_logits) {
+                std::vector<float>& kept = out.logits[at];
+                kept.assign(row, row + visible);
+                if (masked) {
+                    for (int64_t j = 0; j < visible; ++j) {
+                        if (!block_visible(tag, slot_tags[static_cast<size_t>(j)])) kept[static_cast<size_t>(j)] = kNegInf;
+                    }
+                }
+            }
+            adjust_row(row, visible, tag, masked, ex.ape);
+            const float row_lse = lse[static_cast<size_t>(i * hp.n_head + head)];
+            for (int64_t j = 0; j < visible; ++j) row[j] = row[j] == kNegInf ? 0.0f : std::exp(row[j] - row_lse);
+            float* mass = out.mass.data() + at * static_cast<size_t>(out.n_spans);
+            for (int32_t sp = 0; sp < out.n_spans; ++sp) {
+                const KeySpan span = req.spans[static_cast<size_t>(sp)];
+                const int64_t b = std::max<int64_t>(0, span.begin), e = std::min<int64_t>(visible, span.end);
+                double acc = 0.0;
+                for (int64_t j = b; j < e; ++j) acc += row[j];
+                mass[sp] = static_cast<float>(acc);
+            }
+            if (req.keep_probs) out.probs[at].assign(row, row + visible);
+        }
+    });
+}
+
+void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
     const ModelHParams& hp = model->hparams();
     const kernels::CpuKernels& kk = kernels::cpu_kernels();
-    const int64_t n = static_cast<int64_t>(tokens.size());
+    const int64_t n = static_cast<int64_t>(rows.tokens.size());
     const int64_t d = hp.n_embd;
     const int64_t hd = hp.head_dim;
     const int64_t q_dim = int64_t{hp.n_head} * hd;
     const int64_t kv_dim = int64_t{hp.n_head_kv} * hd;
     const int64_t ff = hp.n_ff;
-    const int64_t kv0 = n_past;
+    const int64_t n_keys_max = int64_t{rows.slots.back()} + 1;
+    const int64_t n_pairs = hp.n_rot / 2;
+    // Contiguous rows (appending) write K/V with one copy; scattered ones (recompute) per row.
+    const bool contiguous = rows.slots.back() - rows.slots.front() == n - 1;
     auto sz = [](int64_t a) { return static_cast<size_t>(a); };
 
     x.resize(sz(n * d));
@@ -134,25 +285,38 @@ void Context::Impl::forward(std::span<const TokenId> tokens, std::span<const int
     attn.resize(sz(n * q_dim));
     gate.resize(sz(n * ff));
     up.resize(sz(n * ff));
+    lse.resize(sz(n * hp.n_head));
     scores.resize(sz(pool.n_threads()));
-    for (auto& s : scores) s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * (kv0 + n)));
+    for (auto& s : scores) s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * n_keys_max));
+    if (ex.value_drift) ex.value_drift->assign(sz(n), 0.0f);
+
+    // Any non-Global slot in view means the mask must be evaluated.
+    bool masked = false;
+    for (int64_t j = 0; j < n_keys_max && !masked; ++j) masked = slot_tags[sz(j)].kind != BlockKind::Global;
+
+    // RoPE angles once per token for all layers.
+    rope_cs.resize(sz(n * 2 * n_pairs));
+    for (int64_t i = 0; i < n; ++i) {
+        kernels::rope_angles(static_cast<float>(rows.positions[sz(i)]), hp.n_rot, hp.rope_base,
+                             rope_cs.data() + i * 2 * n_pairs);
+    }
 
     // Embedding rows.
     const kernels::WeightView& emb = model->token_embd();
     kernels::DequantFn dq_emb = kk.dequant[kernels::kernel_type_index(emb.type)];
     for (int64_t i = 0; i < n; ++i) {
-        dq_emb(static_cast<const uint8_t*>(emb.data) + sz(tokens[sz(i)]) * emb.row_bytes,
+        dq_emb(static_cast<const uint8_t*>(emb.data) + sz(rows.tokens[sz(i)]) * emb.row_bytes,
                x.data() + i * d, d);
     }
 
-    for (int32_t il = 0; il < hp.n_layer; ++il) {
+    for (int32_t il = 0; il < ex.n_layers; ++il) {
         const LayerWeights& L = model->layer(il);
         for (int64_t i = 0; i < n; ++i) kk.rmsnorm(x.data() + i * d, L.attn_norm, hp.rms_eps, h.data() + i * d, d);
         kernels::matmul(pool, gemm, L.wq, h.data(), n, d, q.data(), q_dim);
         kernels::matmul(pool, gemm, L.wk, h.data(), n, d, k.data(), kv_dim);
         kernels::matmul(pool, gemm, L.wv, h.data(), n, d, v.data(), kv_dim);
-        float* kc = k_cache[sz(il)].data() + kv0 * kv_dim;
-        float* vc = v_cache[sz(il)].data() + kv0 * kv_dim;
+        float* kc = k_cache[sz(il)].data();
+        float* vc = v_cache[sz(il)].data();
         for (int64_t i = 0; i < n; ++i) {
             float* qi = q.data() + i * q_dim;
             float* ki = k.data() + i * kv_dim;
@@ -162,14 +326,34 @@ void Context::Impl::forward(std::span<const TokenId> tokens, std::span<const int
                 kk.axpy_f32(1.0f, L.bk, ki, kv_dim);
                 kk.axpy_f32(1.0f, L.bv, vi, kv_dim);
             }
-            const auto p = static_cast<float>(pos[sz(i)]);
-            kernels::rope(qi, hp.n_head, hd, hp.n_rot, p, hp.rope_base, hp.rope_style);
-            kernels::rope(ki, hp.n_head_kv, hd, hp.n_rot, p, hp.rope_base, hp.rope_style);
+            const double* cs = rope_cs.data() + i * 2 * n_pairs;
+            kernels::rope_apply(qi, hp.n_head, hd, hp.n_rot, cs, hp.rope_style);
+            kernels::rope_apply(ki, hp.n_head_kv, hd, hp.n_rot, cs, hp.rope_style);
         }
-        std::copy(k.begin(), k.end(), kc);
-        std::copy(v.begin(), v.end(), vc);
+        if (ex.value_drift && il == ex.n_layers - 1) {
+            for (int64_t i = 0; i < n; ++i) {
+                const float* old_v = vc + int64_t{rows.slots[sz(i)]} * kv_dim;
+                double acc = 0.0;
+                for (int64_t c = 0; c < kv_dim; ++c) {
+                    const double diff = static_cast<double>(v[sz(i * kv_dim + c)]) - old_v[c];
+                    acc += diff * diff;
+                }
+                (*ex.value_drift)[sz(i)] = static_cast<float>(acc);
+            }
+        }
+        if (contiguous) {
+            std::copy(k.begin(), k.end(), kc + int64_t{rows.slots[0]} * kv_dim);
+            std::copy(v.begin(), v.end(), vc + int64_t{rows.slots[0]} * kv_dim);
+        } else {
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t at = int64_t{rows.slots[sz(i)]} * kv_dim;
+                std::copy(k.begin() + i * kv_dim, k.begin() + (i + 1) * kv_dim, kc + at);
+                std::copy(v.begin() + i * kv_dim, v.begin() + (i + 1) * kv_dim, vc + at);
+            }
+        }
 
-        attention(il, n, kv0);
+        attention(il, rows, masked, ex.ape);
+        if (ex.probe) probe(il, rows, masked, ex);
         // x += attn · Wo^T (h reused as the projection output)
         kernels::matmul(pool, gemm, L.wo, attn.data(), n, q_dim, h.data(), d);
         kk.axpy_f32(1.0f, h.data(), x.data(), n * d);
@@ -182,23 +366,17 @@ void Context::Impl::forward(std::span<const TokenId> tokens, std::span<const int
         kk.axpy_f32(1.0f, h.data(), x.data(), n * d);
     }
 
-    for (int64_t i = 0; i < n; ++i) {
-        positions[sz(kv0 + i)] = pos[sz(i)];
-        next_pos = std::max(next_pos, pos[sz(i)] + 1);
-    }
-    n_past = static_cast<int32_t>(kv0 + n);
-
-    if (!want_logits_all && !want_logits_last) return;
-    const int64_t first = want_logits_all ? 0 : n - 1;
-    const int64_t rows = n - first;
+    if (!ex.logits_all && !ex.logits_last) return;
+    const int64_t first = ex.logits_all ? 0 : n - 1;
+    const int64_t n_out = n - first;
     for (int64_t i = first; i < n; ++i) {
         kk.rmsnorm(x.data() + i * d, model->output_norm(), hp.rms_eps, h.data() + (i - first) * d, d);
     }
     const int64_t vocab = hp.n_vocab;
     const size_t base = sz(n_logit_rows) * sz(vocab);
-    logits.resize(base + sz(rows * vocab));
-    kernels::matmul(pool, gemm, model->output(), h.data(), rows, d, logits.data() + base, vocab);
-    n_logit_rows += static_cast<int32_t>(rows);
+    logits.resize(base + sz(n_out * vocab));
+    kernels::matmul(pool, gemm, model->output(), h.data(), n_out, d, logits.data() + base, vocab);
+    n_logit_rows += static_cast<int32_t>(n_out);
 }
 
 Context::Context(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -228,6 +406,8 @@ Result<Context> Context::create(const Model& model, const ContextParams& params)
         }
     }
     impl->positions.resize(static_cast<size_t>(p.n_ctx));
+    impl->slot_tokens.resize(static_cast<size_t>(p.n_ctx));
+    impl->slot_tags.resize(static_cast<size_t>(p.n_ctx));
     return Context(std::move(impl));
 }
 
@@ -262,17 +442,236 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
     for (int32_t p : pos) {
         if (p < 0) return make_error(Errc::InvalidArgument, "Context::eval: negative position id");
     }
+    if (!options.blocks.empty() && options.blocks.size() != tokens.size()) {
+        return make_error(Errc::InvalidArgument, "Context::eval: " + std::to_string(options.blocks.size()) +
+                                                     " block tags for " + std::to_string(tokens.size()) + " tokens");
+    }
+    if (options.ape.temperature <= 0.0f || options.ape.scale <= 0.0f) {
+        return make_error(Errc::InvalidArgument, "Context::eval: APE temperature and scale must be > 0");
+    }
 
+    ForwardExtras ex;
+    ex.n_layers = hp.n_layer;
+    ex.ape = options.ape;
+    bool early_exit = false;
+    if (options.probe) {
+        if (!options.probe_out) return make_error(Errc::InvalidArgument, "Context::eval: probe without probe_out");
+        ATTNRAG_TRY(s.prepare_probe(*options.probe, static_cast<int32_t>(tokens.size()), *options.probe_out));
+        ex.probe = options.probe;
+        ex.probe_out = options.probe_out;
+        if (options.probe->stop_after_last_layer && !options.probe->layers.empty()) {
+            early_exit = true;
+            ex.n_layers = *std::max_element(options.probe->layers.begin(), options.probe->layers.end()) + 1;
+        }
+    }
+
+    const int32_t n_past_before = s.n_past, next_pos_before = s.next_pos;
     s.logits.clear();
     s.n_logit_rows = 0;
+    std::vector<int32_t> slots(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        const size_t slot = static_cast<size_t>(s.n_past) + i;
+        slots[i] = static_cast<int32_t>(slot);
+        s.slot_tokens[slot] = tokens[i];
+        s.slot_tags[slot] = options.blocks.empty() ? BlockTag{} : options.blocks[i];
+        s.positions[slot] = pos[i];
+    }
     const size_t nb = static_cast<size_t>(s.params.n_batch);
     for (size_t b = 0; b < tokens.size(); b += nb) {
-        size_t e = std::min(tokens.size(), b + nb);
-        bool last_batch = e == tokens.size();
-        s.forward(tokens.subspan(b, e - b), pos.subspan(b, e - b), options.logits == LogitsMode::All,
-                  options.logits == LogitsMode::Last && last_batch);
+        const size_t e = std::min(tokens.size(), b + nb);
+        const bool last_batch = e == tokens.size();
+        ForwardRows rows{tokens.subspan(b, e - b), pos.subspan(b, e - b),
+                         std::span<const int32_t>(slots).subspan(b, e - b), false};
+        ex.logits_all = !early_exit && options.logits == LogitsMode::All;
+        ex.logits_last = !early_exit && options.logits == LogitsMode::Last && last_batch;
+        ex.probe_row0 = static_cast<int32_t>(b);
+        s.forward(rows, ex);
+        s.n_past = static_cast<int32_t>(e) + n_past_before;
+        for (size_t i = b; i < e; ++i) s.next_pos = std::max(s.next_pos, pos[i] + 1);
+    }
+    if (early_exit) {
+        s.n_past = n_past_before;
+        s.next_pos = next_pos_before;
     }
     return {};
+}
+
+Status Context::Impl::prepare_probe(const ProbeRequest& req, int32_t n_tokens, ProbeResult& out) const {
+    const ModelHParams& hp = model->hparams();
+    out = ProbeResult{};
+    out.layers = req.layers;
+    for (int32_t l : req.layers) {
+        if (l < 0 || l >= hp.n_layer) {
+            return make_error(Errc::InvalidArgument, "probe: layer " + std::to_string(l) + " outside [0, " +
+                                                         std::to_string(hp.n_layer) + ")");
+        }
+        if (std::count(req.layers.begin(), req.layers.end(), l) > 1) {
+            return make_error(Errc::InvalidArgument, "probe: layer " + std::to_string(l) + " listed twice");
+        }
+    }
+    out.heads = req.heads;
+    if (out.heads.empty()) {
+        for (int32_t head = 0; head < hp.n_head; ++head) out.heads.push_back(head);
+    }
+    for (int32_t head : out.heads) {
+        if (head < 0 || head >= hp.n_head) {
+            return make_error(Errc::InvalidArgument, "probe: head " + std::to_string(head) + " outside [0, " +
+                                                         std::to_string(hp.n_head) + ")");
+        }
+    }
+    out.rows = req.rows;
+    for (int32_t r : req.rows) {
+        if (r < 0 || r >= n_tokens) {
+            return make_error(Errc::InvalidArgument, "probe: row " + std::to_string(r) + " outside the call's " +
+                                                         std::to_string(n_tokens) + " tokens");
+        }
+    }
+    for (const KeySpan& sp : req.spans) {
+        if (sp.begin < 0 || sp.end < sp.begin) {
+            return make_error(Errc::InvalidArgument, "probe: bad key span [" + std::to_string(sp.begin) + ", " +
+                                                         std::to_string(sp.end) + ")");
+        }
+    }
+    out.n_layers = static_cast<int32_t>(out.layers.size());
+    out.n_heads = static_cast<int32_t>(out.heads.size());
+    out.n_rows = static_cast<int32_t>(out.rows.size());
+    out.n_spans = static_cast<int32_t>(req.spans.size());
+    const size_t cells = static_cast<size_t>(out.n_layers) * static_cast<size_t>(out.n_heads) *
+                         static_cast<size_t>(out.n_rows);
+    out.mass.assign(cells * static_cast<size_t>(out.n_spans), 0.0f);
+    if (req.keep_probs) out.probs.resize(cells);
+    if (req.keep_logits) out.logits.resize(cells);
+    return {};
+}
+
+Status Context::splice(const PassageKv& kv, int32_t position, BlockTag tag) {
+    Impl& s = *impl_;
+    const ModelHParams& hp = s.model->hparams();
+    const int32_t kv_dim = hp.n_head_kv * hp.head_dim;
+    if (!kv.consistent() || kv.n_layer != hp.n_layer || kv.kv_dim != kv_dim) {
+        return make_error(Errc::InvalidArgument,
+                          "Context::splice: the passage state (" + std::to_string(kv.n_layer) + " layers, kv_dim " +
+                              std::to_string(kv.kv_dim) + ") does not fit this model (" +
+                              std::to_string(hp.n_layer) + " layers, kv_dim " + std::to_string(kv_dim) + ")");
+    }
+    if (position < 0) return make_error(Errc::InvalidArgument, "Context::splice: negative position id");
+    for (TokenId t : kv.tokens) {
+        if (t < 0 || t >= hp.n_vocab) return make_error(Errc::InvalidArgument, "Context::splice: token id out of range");
+    }
+    if (int64_t{s.n_past} + kv.n_tokens > s.params.n_ctx) {
+        return make_error(Errc::OutOfRange, "Context::splice: context full: " + std::to_string(s.n_past) + " + " +
+                                                std::to_string(kv.n_tokens) + " tokens exceed n_ctx = " +
+                                                std::to_string(s.params.n_ctx));
+    }
+    const int64_t n_pairs = hp.n_rot / 2;
+    const auto n = static_cast<int64_t>(kv.n_tokens);
+    const int64_t slot0 = s.n_past;
+    const int32_t delta = position - kv.encoded_position;
+    // Keys move by one rotation of `delta` (the same angles for every token); values are copied.
+    std::vector<double> cs(static_cast<size_t>(2 * n_pairs));
+    kernels::rope_angles(static_cast<float>(delta), hp.n_rot, hp.rope_base, cs.data());
+    s.pool.parallel_for(int64_t{hp.n_layer} * n, 64, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+            const auto l = static_cast<int32_t>(t / n);
+            const int64_t i = t % n;
+            const float* src_k = kv.k_layer(l).data() + i * kv_dim;
+            const float* src_v = kv.v_layer(l).data() + i * kv_dim;
+            float* dk = s.k_cache[static_cast<size_t>(l)].data() + (slot0 + i) * kv_dim;
+            float* dv = s.v_cache[static_cast<size_t>(l)].data() + (slot0 + i) * kv_dim;
+            std::copy(src_k, src_k + kv_dim, dk);
+            std::copy(src_v, src_v + kv_dim, dv);
+            if (delta != 0) kernels::rope_apply(dk, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(), hp.rope_style);
+        }
+    });
+    for (int64_t i = 0; i < n; ++i) {
+        const auto slot = static_cast<size_t>(slot0 + i);
+        s.slot_tokens[slot] = kv.tokens[static_cast<size_t>(i)];
+        s.slot_tags[slot] = tag;
+        s.positions[slot] = position + static_cast<int32_t>(i);
+    }
+    s.n_past += kv.n_tokens;
+    s.next_pos = std::max(s.next_pos, position + kv.n_tokens);
+    return {};
+}
+
+Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
+    const Impl& s = *impl_;
+    const ModelHParams& hp = s.model->hparams();
+    if (begin < 0 || end <= begin || end > s.n_past) {
+        return make_error(Errc::InvalidArgument, "Context::extract: slots [" + std::to_string(begin) + ", " +
+                                                     std::to_string(end) + ") outside the cache's " +
+                                                     std::to_string(s.n_past) + " tokens");
+    }
+    PassageKv kv;
+    kv.n_layer = hp.n_layer;
+    kv.n_tokens = end - begin;
+    kv.kv_dim = hp.n_head_kv * hp.head_dim;
+    kv.encoded_position = s.positions[static_cast<size_t>(begin)];
+    kv.tokens.assign(s.slot_tokens.begin() + begin, s.slot_tokens.begin() + end);
+    const size_t per_layer = kv.layer_floats();
+    kv.k.resize(per_layer * static_cast<size_t>(hp.n_layer));
+    kv.v.resize(per_layer * static_cast<size_t>(hp.n_layer));
+    for (int32_t i = begin + 1; i < end; ++i) {
+        if (s.positions[static_cast<size_t>(i)] != s.positions[static_cast<size_t>(i - 1)] + 1) {
+            return make_error(Errc::InvalidArgument, "Context::extract: slots [" + std::to_string(begin) + ", " +
+                                                         std::to_string(end) + ") do not have consecutive positions");
+        }
+    }
+    const size_t row = static_cast<size_t>(kv.kv_dim);
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        const float* sk = s.k_cache[static_cast<size_t>(l)].data() + static_cast<size_t>(begin) * row;
+        const float* sv = s.v_cache[static_cast<size_t>(l)].data() + static_cast<size_t>(begin) * row;
+        std::copy(sk, sk + per_layer, kv.k.data() + static_cast<size_t>(l) * per_layer);
+        std::copy(sv, sv + per_layer, kv.v.data() + static_cast<size_t>(l) * per_layer);
+    }
+    return kv;
+}
+
+Status Context::recompute(std::span<const int32_t> slots, const RecomputeOptions& options) {
+    Impl& s = *impl_;
+    const ModelHParams& hp = s.model->hparams();
+    if (options.n_layers < 0 || options.n_layers > hp.n_layer) {
+        return make_error(Errc::InvalidArgument, "Context::recompute: n_layers outside [0, " +
+                                                     std::to_string(hp.n_layer) + "]");
+    }
+    for (size_t i = 0; i < slots.size(); ++i) {
+        if (slots[i] < 0 || slots[i] >= s.n_past || (i > 0 && slots[i] <= slots[i - 1])) {
+            return make_error(Errc::InvalidArgument,
+                              "Context::recompute: slots must be ascending, unique and inside the cache");
+        }
+    }
+    if (options.value_drift) options.value_drift->clear();
+    if (slots.empty()) return {};
+    std::vector<TokenId> tokens(slots.size());
+    std::vector<int32_t> pos(slots.size());
+    for (size_t i = 0; i < slots.size(); ++i) {
+        tokens[i] = s.slot_tokens[static_cast<size_t>(slots[i])];
+        pos[i] = s.positions[static_cast<size_t>(slots[i])];
+    }
+    ForwardExtras ex;
+    ex.n_layers = options.n_layers == 0 ? hp.n_layer : options.n_layers;
+    ex.ape = options.ape;
+    std::vector<float> drift_part;
+    const size_t nb = static_cast<size_t>(s.params.n_batch);
+    for (size_t b = 0; b < slots.size(); b += nb) {
+        const size_t e = std::min(slots.size(), b + nb);
+        ForwardRows rows{std::span<const TokenId>(tokens).subspan(b, e - b),
+                         std::span<const int32_t>(pos).subspan(b, e - b), slots.subspan(b, e - b), true};
+        ex.value_drift = options.value_drift ? &drift_part : nullptr;
+        s.forward(rows, ex);
+        if (options.value_drift) options.value_drift->insert(options.value_drift->end(), drift_part.begin(), drift_part.end());
+    }
+    return {};
+}
+
+std::span<const TokenId> Context::slot_tokens() const {
+    return {impl_->slot_tokens.data(), static_cast<size_t>(impl_->n_past)};
+}
+std::span<const int32_t> Context::slot_positions() const {
+    return {impl_->positions.data(), static_cast<size_t>(impl_->n_past)};
+}
+std::span<const BlockTag> Context::slot_blocks() const {
+    return {impl_->slot_tags.data(), static_cast<size_t>(impl_->n_past)};
 }
 
 std::span<const float> Context::logits(int32_t i) const {

@@ -79,5 +79,18 @@ const CpuKernels& cpu_kernels(SimdLevel level);
 enum class RopeStyle { Interleaved = 0, Neox = 1 };
 void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, float pos, float base,
           RopeStyle style);
+// The same in two steps, for applying one position's rotation to many vectors (all layers of a
+// token): rope_angles fills cs[2 * (n_rot / 2)] with (cos, sin) of each pair's angle in double;
+// rope_apply rotates x by them. rope(x, ...) == rope_angles + rope_apply, bit for bit.
+void rope_angles(float pos, int64_t n_rot, float base, double* cs);
+void rope_apply(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, const double* cs,
+                RopeStyle style);
+
+// Exact merge of two partial attentions of one query over disjoint key sets A and B (each the
+// softmax-weighted sum of its values, with its log-sum-exp): out = (e^lse_a out_a + e^lse_b
+// out_b) / (e^lse_a + e^lse_b), which is attention over A ∪ B. Returns the merged log-sum-exp.
+// An empty set has lse = -inf. out may alias out_a or out_b.
+float merge_attention(const float* out_a, float lse_a, const float* out_b, float lse_b, float* out,
+                      int64_t d);
 
 }  // namespace attnrag::kernels

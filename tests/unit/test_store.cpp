@@ -591,6 +591,36 @@ PRAGMA user_version = 1;
     CHECK(must(again.count_chunks()) == 1);
 }
 
+// v3 only adds the passage KV catalogue, so a current store without it is a v2 store.
+TEST_CASE("a v2 database migrates to v3 with its data", "[store]") {
+    auto path = temp_db("migrate_v2");
+    {
+        auto s = must(Store::open(path));
+        must(s.put_document(make_doc("kept.txt", "aa", 2, "keeptoken")));
+        must(s.set_setting("k", "v"));
+    }
+    {
+        RawDb raw(path);
+        raw.exec("DROP TABLE passage_kv; PRAGMA user_version = 2;");
+    }
+    auto s = must(Store::open(path, false));
+    CHECK(s.schema_version() == 3);
+    {
+        RawDb raw(path);
+        CHECK(raw.query_int("PRAGMA user_version") == 3);
+    }
+    CHECK(must(s.count_documents()) == 1);
+    CHECK(bm25_ids(s, "keeptoken").size() == 2);
+    CHECK(must(s.count_embeddings()) == 2);
+    CHECK(*must(s.get_setting("k")) == "v");
+    CHECK(must(s.list_passage_kv()).empty());
+    PassageKvRow row{.model = "m", .prefix_hash = 1, .passage_hash = 2, .n_tokens = 3,
+                     .file_type = 1, .file = "m/f.kv", .n_bytes = 10};
+    must(s.put_passage_kv(row));
+    CHECK(must(s.find_passage_kv("m", 1, 2))->file == "m/f.kv");
+    CHECK(must(s.integrity_check()) == "ok");
+}
+
 TEST_CASE("open refuses missing and foreign and newer files", "[store]") {
     auto dir = test::make_temp_dir("store_open");
     auto missing = must_fail(Store::open(dir / "none.db", false));

@@ -109,7 +109,7 @@ struct EvalOptions {
     // Block tag of each token; empty = Global block 0 (ordinary causal attention).
     std::span<const BlockTag> blocks = {};
     LogitsMode logits = LogitsMode::Last;
-    ApeParams ape = {};
+    ApeParams ape = {};  // when not enabled, the context's default (set_default_ape) applies
     const ProbeRequest* probe = nullptr;  // with probe_out: read attention while evaluating
     ProbeResult* probe_out = nullptr;
 };
@@ -154,6 +154,11 @@ class Context {
     Result<PassageKv> extract(int32_t begin, int32_t end) const;
     // See RecomputeOptions. `slots` must be ascending, unique and < n_past().
     Status recompute(std::span<const int32_t> slots, const RecomputeOptions& options = {});
+
+    // APE repair applied to every later eval that does not set its own (e.g. generated tokens
+    // after a BlocksApe assembly). {1, 1} turns it off. Both values must be > 0.
+    Status set_default_ape(ApeParams ape);
+    ApeParams default_ape() const;
 
     // Per cache slot [n_past]: token id, position id, block tag.
     std::span<const TokenId> slot_tokens() const;

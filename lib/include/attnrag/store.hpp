@@ -20,7 +20,8 @@ namespace attnrag {
 // newer ones are refused (Unsupported).
 //   1: documents, chunks, chunks_fts (+ triggers)
 //   2: chunk_vectors, settings, counters (vector_generation)
-inline constexpr int kSchemaVersion = 2;
+//   3: passage_kv (the passage KV store's file catalogue)
+inline constexpr int kSchemaVersion = 3;
 
 // One chunk of a document, as the chunker produced it.
 struct ChunkInput {
@@ -70,6 +71,19 @@ struct ChunkRow {
     uint64_t begin = 0, end = 0, source_begin = 0, source_end = 0;  // half-open byte ranges
     uint32_t n_tokens = 0;
     std::string text;
+};
+
+// One passage KV file as the passage KV store (kv_store.hpp) catalogues it. The key is
+// (model, prefix_hash, passage_hash).
+struct PassageKvRow {
+    std::string model;         // model fingerprint; not empty
+    uint64_t prefix_hash = 0;  // kept as 16 lowercase hex digits
+    uint64_t passage_hash = 0;
+    int64_t n_tokens = 0;  // > 0
+    int file_type = 0;     // KvFileType's value (the store does not interpret it)
+    std::string file;      // relative to the KV directory; not empty
+    uint64_t n_bytes = 0;  // file size
+    int64_t created_at = 0, last_used = 0;  // Unix time in milliseconds; set by the store
 };
 
 // Restricts list_documents and search_bm25. All conditions must hold (AND).
@@ -169,6 +183,23 @@ class Store {
     // A small key-value table (embedder name, dim, ...). get_setting: nullopt when unset.
     Result<std::optional<std::string>> get_setting(std::string_view key);
     Status set_setting(std::string_view key, std::string_view value);
+
+    // The passage KV catalogue (schema v3). put_passage_kv inserts or replaces the key's row and
+    // sets created_at and last_used to now (row.created_at/last_used are ignored). Errors:
+    // InvalidArgument (empty model or file, n_tokens <= 0, n_bytes past INT64_MAX).
+    Status put_passage_kv(const PassageKvRow& row);
+    // nullopt when absent.
+    Result<std::optional<PassageKvRow>> find_passage_kv(std::string_view model,
+                                                        uint64_t prefix_hash,
+                                                        uint64_t passage_hash);
+    // Sets last_used to now; a missing key is not an error. Returns whether a row was touched.
+    Result<bool> touch_passage_kv(std::string_view model, uint64_t prefix_hash,
+                                  uint64_t passage_hash);
+    // Returns whether a row was removed.
+    Result<bool> delete_passage_kv(std::string_view model, uint64_t prefix_hash,
+                                   uint64_t passage_hash);
+    // The rows of one model (empty: all models), least recently used first (ties by key).
+    Result<std::vector<PassageKvRow>> list_passage_kv(std::string_view model = {});
 
     // PRAGMA integrity_check, FTS5's integrity-check (every chunk's text indexed as it is) and a
     // search for index rows whose chunk is gone. Returns "ok" or the report. Reads the whole

@@ -65,6 +65,7 @@ struct Context::Impl {
     std::vector<BlockTag> slot_tags;
     int32_t n_past = 0;
     int32_t next_pos = 0;  // max position in the cache + 1
+    ApeParams default_ape;
 
     // Scratch for one micro-batch of n tokens.
     std::vector<float> x, h, q, k, v, attn, gate, up;  // [n][dim]
@@ -446,13 +447,13 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
         return make_error(Errc::InvalidArgument, "Context::eval: " + std::to_string(options.blocks.size()) +
                                                      " block tags for " + std::to_string(tokens.size()) + " tokens");
     }
-    if (options.ape.temperature <= 0.0f || options.ape.scale <= 0.0f) {
+    if (!(options.ape.temperature > 0.0f) || !(options.ape.scale > 0.0f)) {
         return make_error(Errc::InvalidArgument, "Context::eval: APE temperature and scale must be > 0");
     }
 
     ForwardExtras ex;
     ex.n_layers = hp.n_layer;
-    ex.ape = options.ape;
+    ex.ape = options.ape.enabled() ? options.ape : s.default_ape;
     bool early_exit = false;
     if (options.probe) {
         if (!options.probe_out) return make_error(Errc::InvalidArgument, "Context::eval: probe without probe_out");
@@ -663,6 +664,15 @@ Status Context::recompute(std::span<const int32_t> slots, const RecomputeOptions
     }
     return {};
 }
+
+Status Context::set_default_ape(ApeParams ape) {
+    if (!(ape.temperature > 0.0f) || !(ape.scale > 0.0f)) {
+        return make_error(Errc::InvalidArgument, "Context::set_default_ape: temperature and scale must be > 0");
+    }
+    impl_->default_ape = ape;
+    return {};
+}
+ApeParams Context::default_ape() const { return impl_->default_ape; }
 
 std::span<const TokenId> Context::slot_tokens() const {
     return {impl_->slot_tokens.data(), static_cast<size_t>(impl_->n_past)};

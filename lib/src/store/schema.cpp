@@ -91,7 +91,27 @@ CREATE TRIGGER chunk_vectors_gen_delete AFTER DELETE ON chunk_vectors BEGIN
 END;
 )sql";
 
-constexpr std::array<const char*, 2> kMigrations = {kV1, kV2};
+// v3: the passage KV catalogue (kv_store.hpp): one row per passage KV file on disk, keyed like
+// the store's memory tier. Hashes are 16 lowercase hex digits (not INTEGER: SQLite integers are
+// signed, and hex reads the same in the file names). WITHOUT ROWID: lookups are by the full key.
+constexpr const char* kV3 = R"sql(
+CREATE TABLE passage_kv (
+    model        TEXT NOT NULL CHECK (length(model) > 0),
+    prefix_hash  TEXT NOT NULL
+                 CHECK (length(prefix_hash) = 16 AND prefix_hash NOT GLOB '*[^0-9a-f]*'),
+    passage_hash TEXT NOT NULL
+                 CHECK (length(passage_hash) = 16 AND passage_hash NOT GLOB '*[^0-9a-f]*'),
+    n_tokens     INTEGER NOT NULL CHECK (n_tokens > 0),
+    file_type    INTEGER NOT NULL,  -- KvFileType: 1 f16, 2 q8
+    file         TEXT NOT NULL,     -- relative to the KV directory
+    n_bytes      INTEGER NOT NULL CHECK (n_bytes >= 0),  -- file size
+    created_at   INTEGER NOT NULL,  -- Unix ms, when the file was (re)written
+    last_used    INTEGER NOT NULL,  -- Unix ms, last write or disk load
+    PRIMARY KEY (model, prefix_hash, passage_hash)
+) WITHOUT ROWID;
+)sql";
+
+constexpr std::array<const char*, 3> kMigrations = {kV1, kV2, kV3};
 static_assert(kMigrations.size() == kSchemaVersion, "one migration per schema version");
 
 Result<int> migrate_schema_checked_version(int64_t version) {

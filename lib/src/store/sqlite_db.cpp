@@ -78,7 +78,9 @@ Stmt& Stmt::bind_int(int idx, int64_t v) {
 }
 
 Stmt& Stmt::bind_text(int idx, std::string_view v) {
-    note_bind(sqlite3_bind_text64(stmt_, idx, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+    // A default string_view has a null data(), which SQLite would bind as NULL, not ''.
+    const char* p = v.data() != nullptr ? v.data() : "";
+    note_bind(sqlite3_bind_text64(stmt_, idx, p, v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
     return *this;
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
 
 #include "args.h"
 #include "attnrag/context.hpp"
@@ -14,6 +15,7 @@
 namespace attnrag::cli {
 
 int cmd_bench(int argc, char** argv) {
+    if (argc > 0 && std::string(argv[0]) == "kv") return cmd_bench_kv(argc - 1, argv + 1);
     const std::vector<OptionSpec> specs = {
         {"pp", true, "prompt tokens for the prefill test (default 512)"},
         {"tg", true, "tokens for the decode test (default 128)"},

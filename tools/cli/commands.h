@@ -6,6 +6,7 @@ namespace attnrag::cli {
 int cmd_generate(int argc, char** argv);
 int cmd_perplexity(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_bench_kv(int argc, char** argv);  // attnrag bench kv
 int cmd_info(int argc, char** argv);
 int cmd_ingest(int argc, char** argv);
 int cmd_search(int argc, char** argv);

@@ -36,4 +36,8 @@ struct GenerateResult {
 // Appends `prompt` to ctx (which may already hold a prefix) and generates.
 Result<GenerateResult> generate(Context& ctx, std::span<const TokenId> prompt, const GenerateParams& params);
 
+// Generates from a context whose prompt is already evaluated (its last eval left logits, e.g.
+// after pipelines::assemble). prefill_ms and n_prompt are left 0.
+Result<GenerateResult> generate_from_context(Context& ctx, const GenerateParams& params);
+
 }  // namespace attnrag

@@ -394,6 +394,9 @@ Result<Context> Context::create(const Model& model, const ContextParams& params)
     if (p.n_ctx == 0) p.n_ctx = hp.n_ctx_train;
     if (p.n_threads == 0) p.n_threads = kernels::ThreadPool::default_threads();
     if (p.n_batch == 0) p.n_batch = 512;
+    // Attention calls cblas_sgemm from the pool's threads: OpenBLAS must not start its own
+    // (it would spin against ours; seen as 5x slower prefill when nothing else had set it).
+    kernels::blas_single_threaded();
     auto impl = std::make_unique<Impl>(model, p);
     const size_t kv_floats = static_cast<size_t>(p.n_ctx) * static_cast<size_t>(hp.n_head_kv) *
                              static_cast<size_t>(hp.head_dim);

@@ -50,21 +50,34 @@ size_t stop_holdback(std::string_view s, const std::vector<std::string>& stops) 
 
 Result<GenerateResult> generate(Context& ctx, std::span<const TokenId> prompt, const GenerateParams& params) {
     using clock = std::chrono::steady_clock;
-    GenerateResult out;
-    out.n_prompt = static_cast<int32_t>(prompt.size());
     if (prompt.empty()) return make_error(Errc::InvalidArgument, "generate: empty prompt");
+    for (const auto& s : params.stop) {
+        if (s.empty()) return make_error(Errc::InvalidArgument, "generate: empty stop string");
+    }
+    auto t0 = clock::now();
+    ATTNRAG_TRY(ctx.eval(prompt));
+    const double prefill_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    auto out = generate_from_context(ctx, params);
+    if (!out) return out.error();
+    out->n_prompt = static_cast<int32_t>(prompt.size());
+    out->prefill_ms = prefill_ms;
+    return out;
+}
+
+Result<GenerateResult> generate_from_context(Context& ctx, const GenerateParams& params) {
+    using clock = std::chrono::steady_clock;
+    GenerateResult out;
+    if (ctx.n_past() == 0 || ctx.n_logit_rows() == 0) {
+        return make_error(Errc::InvalidArgument, "generate: the context has no prompt logits to continue from");
+    }
     for (const auto& s : params.stop) {
         if (s.empty()) return make_error(Errc::InvalidArgument, "generate: empty stop string");
     }
     const Tokenizer& tok = ctx.model().tokenizer();
     Sampler sampler(params.sampler);
-
-    auto t0 = clock::now();
-    ATTNRAG_TRY(ctx.eval(prompt));
-    out.prefill_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     auto t1 = clock::now();
 
-    std::vector<TokenId> history(prompt.begin(), prompt.end());
+    std::vector<TokenId> history(ctx.slot_tokens().begin(), ctx.slot_tokens().end());
     std::string pending;  // decoded bytes not yet streamed
     size_t streamed = 0;  // bytes of out.text already passed to on_text
     bool cancelled = false;
@@ -77,7 +90,7 @@ Result<GenerateResult> generate(Context& ctx, std::span<const TokenId> prompt, c
 
     out.stop_reason = StopReason::MaxTokens;
     for (int32_t i = 0; i < params.max_tokens; ++i) {
-        TokenId next = sampler.sample(ctx.logits(0), history);
+        TokenId next = sampler.sample(ctx.logits(ctx.n_logit_rows() - 1), history);
         out.tokens.push_back(next);
         history.push_back(next);
         if (tok.is_end_of_generation(next)) {

@@ -1,0 +1,99 @@
+// Retrieval-augmented QA over given passages (DESIGN.md §4): prompt assembly with passage KV
+// reuse, attention sorting, streamed generation, and citations ranked by the attention mass the
+// answer's tokens put on each passage.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attnrag/generate.hpp"
+#include "attnrag/pipelines/assembly.hpp"
+
+namespace attnrag::pipelines {
+
+struct RagPassage {
+    std::string id;  // caller's id (data set passage id, or chunk id as text)
+    int64_t document_id = 0, chunk_id = 0;
+    std::string source, title, text;
+    uint64_t source_begin = 0, source_end = 0;  // byte range in the source document
+};
+
+struct RagOptions {
+    AssemblyOptions assembly;
+    // Attention sorting: passes of "probe the last prompt row, sort passages by mass ascending
+    // (most attended next to the question)". Layers/heads: assembly.probe_layers/probe_heads.
+    int32_t sort_passes = 0;
+    int32_t max_answer_tokens = 48;
+    SamplerParams sampler = {};  // greedy by default
+    std::string instruction =
+        "Answer the question using the documents. Reply with a short answer only, a few words.";
+    std::function<bool(std::string_view)> on_text = {};  // streaming; return false to cancel
+    bool citations = true;
+};
+
+struct Citation {
+    size_t passage = 0;  // index into the caller's passages
+    std::string id;
+    int64_t document_id = 0, chunk_id = 0;
+    std::string source;
+    uint64_t source_begin = 0, source_end = 0;
+    float share = 0;  // fraction of the answer's attention mass on passages that went here
+};
+
+struct RagAnswer {
+    std::string text;
+    StopReason stop_reason = StopReason::MaxTokens;
+    std::vector<size_t> order;    // passages in prompt order (indices into the input), after sorting
+    std::vector<size_t> dropped;  // passages left out because the window was full (lowest ranked)
+    std::vector<Citation> citations;  // most supported first
+    AssembledPrompt assembled;        // the final assembly
+    double ttft_ms = 0;               // assembly (+ sorting passes) until the first token's logits
+    double decode_ms = 0;
+    int32_t n_answer_tokens = 0;
+};
+
+// The pieces of the prompt, tokenized separately so passage states can be reused: concatenating
+// them gives the prompt of every assembly mode.
+struct RagPrompt {
+    std::vector<TokenId> prefix;
+    std::vector<std::vector<TokenId>> passages;
+    std::vector<TokenId> question;
+};
+Result<RagPrompt> build_rag_prompt(const Tokenizer& tok, std::string_view instruction,
+                                   std::span<const RagPassage> passages, std::string_view question);
+// One passage's block text (what is tokenized and cached).
+std::string passage_block_text(const RagPassage& p);
+// The shared prefix for an instruction (what passage states are encoded after).
+std::string rag_prefix_text(std::string_view instruction);
+
+// Answers questions; owns a context and a passage cache per instruction. Not thread-safe.
+class RagSession {
+   public:
+    // `store` (optional, borrowed) keeps passage states across questions and processes.
+    static Result<RagSession> create(const Model& model, PassageKvStore* store, int32_t n_threads = 0,
+                                     int32_t n_ctx = 0);
+    RagSession(RagSession&&) noexcept;
+    RagSession& operator=(RagSession&&) noexcept;
+    ~RagSession();
+
+    // `passages` in retriever order (best first).
+    Result<RagAnswer> answer(std::string_view question, std::span<const RagPassage> passages,
+                             const RagOptions& options);
+    // Encodes (or finds) the passages' states for `instruction` without answering: what
+    // `ingest --precompute-kv` does. Returns how many were already stored.
+    Result<int32_t> precompute(std::span<const RagPassage> passages, std::string_view instruction);
+
+    Context& context();
+
+   private:
+    struct Impl;
+    explicit RagSession(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace attnrag::pipelines

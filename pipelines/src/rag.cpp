@@ -1,0 +1,217 @@
+// RAG QA: fit passages to the window, assemble (full or spliced), sort by attention, generate,
+// cite by the answer's attention mass.
+#include "attnrag/pipelines/rag.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <numeric>
+
+namespace attnrag::pipelines {
+
+namespace {
+
+// Template text (special tokens parsed) followed by user text (never parsed: a document that
+// contains "<|im_end|>" must not end the turn).
+Status append(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text, bool special) {
+    if (text.empty()) return {};
+    auto ids = tok.encode(text, special);
+    if (!ids) return ids.error();
+    out.insert(out.end(), ids->begin(), ids->end());
+    return {};
+}
+
+}  // namespace
+
+std::string rag_prefix_text(std::string_view instruction) {
+    return "<|im_start|>system\n" + std::string(instruction) + "<|im_end|>\n<|im_start|>user\n";
+}
+
+std::string passage_block_text(const RagPassage& p) {
+    std::string s = "Document";
+    if (!p.title.empty()) s += " (" + p.title + ")";
+    s += ": ";
+    s += p.text;
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    s += "\n\n";
+    return s;
+}
+
+Result<RagPrompt> build_rag_prompt(const Tokenizer& tok, std::string_view instruction,
+                                   std::span<const RagPassage> passages, std::string_view question) {
+    RagPrompt p;
+    ATTNRAG_TRY(append(tok, p.prefix, rag_prefix_text(instruction), true));
+    for (const RagPassage& ps : passages) {
+        std::vector<TokenId> ids;
+        ATTNRAG_TRY(append(tok, ids, passage_block_text(ps), false));
+        if (ids.empty()) return make_error(Errc::InvalidArgument, "passage '" + ps.id + "' is empty");
+        p.passages.push_back(std::move(ids));
+    }
+    ATTNRAG_TRY(append(tok, p.question, "Question: ", false));
+    ATTNRAG_TRY(append(tok, p.question, question, false));
+    ATTNRAG_TRY(append(tok, p.question, "<|im_end|>\n<|im_start|>assistant\n", true));
+    return p;
+}
+
+struct RagSession::Impl {
+    const Model* model = nullptr;
+    PassageKvStore* store = nullptr;
+    int32_t n_threads = 0;
+    Context ctx;
+    std::map<std::string, PassageKvCache> caches;  // per instruction (= prefix)
+
+    Impl(const Model& m, Context c) : model(&m), ctx(std::move(c)) {}
+
+    Result<PassageKvCache*> cache_for(std::string_view instruction, std::span<const TokenId> prefix) {
+        auto it = caches.find(std::string(instruction));
+        if (it == caches.end()) {
+            auto c = PassageKvCache::create(*model, prefix, store, n_threads);
+            if (!c) return c.error();
+            it = caches.emplace(std::string(instruction), std::move(c).value()).first;
+        }
+        return &it->second;
+    }
+};
+
+RagSession::RagSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RagSession::RagSession(RagSession&&) noexcept = default;
+RagSession& RagSession::operator=(RagSession&&) noexcept = default;
+RagSession::~RagSession() = default;
+
+Result<RagSession> RagSession::create(const Model& model, PassageKvStore* store, int32_t n_threads, int32_t n_ctx) {
+    auto ctx = Context::create(model, {.n_ctx = n_ctx, .n_threads = n_threads});
+    if (!ctx) return ctx.error();
+    auto impl = std::make_unique<Impl>(model, std::move(ctx).value());
+    impl->store = store;
+    impl->n_threads = n_threads;
+    return RagSession(std::move(impl));
+}
+
+Context& RagSession::context() { return impl_->ctx; }
+
+Result<int32_t> RagSession::precompute(std::span<const RagPassage> passages, std::string_view instruction) {
+    auto prompt = build_rag_prompt(impl_->model->tokenizer(), instruction, passages, "");
+    if (!prompt) return prompt.error();
+    auto cache = impl_->cache_for(instruction, prompt->prefix);
+    if (!cache) return cache.error();
+    if (auto pre = (*cache)->prefix_state(); !pre) return pre.error();
+    int32_t reused = 0;
+    for (const auto& p : prompt->passages) {
+        bool was = false;
+        if (auto kv = (*cache)->passage_state(p, &was); !kv) return kv.error();
+        reused += was ? 1 : 0;
+    }
+    return reused;
+}
+
+Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const RagPassage> passages,
+                                     const RagOptions& options) {
+    using clock = std::chrono::steady_clock;
+    Impl& s = *impl_;
+    if (question.empty()) return make_error(Errc::InvalidArgument, "ask: empty question");
+    if (options.max_answer_tokens < 1) return make_error(Errc::InvalidArgument, "ask: max_answer_tokens must be >= 1");
+    auto prompt = build_rag_prompt(s.model->tokenizer(), options.instruction, passages, question);
+    if (!prompt) return prompt.error();
+
+    RagAnswer out;
+    // Fit the window: drop the lowest-ranked passages (the end of the list) first.
+    const int64_t budget = int64_t{s.ctx.n_ctx()} - options.max_answer_tokens;
+    int64_t total = static_cast<int64_t>(prompt->prefix.size() + prompt->question.size());
+    if (total > budget) {
+        return make_error(Errc::OutOfRange, "ask: the question alone (" + std::to_string(total) +
+                                                " tokens with the instruction) leaves no room in the " +
+                                                std::to_string(s.ctx.n_ctx()) + "-token window");
+    }
+    for (size_t i = 0; i < prompt->passages.size(); ++i) {
+        const auto n = static_cast<int64_t>(prompt->passages[i].size());
+        if (total + n <= budget && out.dropped.empty()) {
+            total += n;
+            out.order.push_back(i);
+        } else {
+            out.dropped.push_back(i);
+        }
+    }
+
+    PassageKvCache* cache = nullptr;
+    if (options.assembly.mode != Assembly::Full) {
+        auto c = s.cache_for(options.instruction, prompt->prefix);
+        if (!c) return c.error();
+        cache = *c;
+    }
+    auto ordered = [&] {
+        std::vector<std::vector<TokenId>> ps;
+        for (size_t i : out.order) ps.push_back(prompt->passages[i]);
+        return ps;
+    };
+
+    const auto t0 = clock::now();
+    bool assembled = false;
+    for (int32_t pass = 0; pass < options.sort_passes && out.order.size() > 1; ++pass) {
+        ProbeResult att;
+        auto r = assemble(s.ctx, prompt->prefix, ordered(), prompt->question, options.assembly, cache, &att);
+        if (!r) return r.error();
+        out.assembled = *r;
+        const std::vector<float> mass = att.mean_span_mass(0);
+        std::vector<size_t> idx(out.order.size());
+        std::iota(idx.begin(), idx.end(), size_t{0});
+        std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mass[a] < mass[b]; });
+        std::vector<size_t> next;
+        for (size_t k : idx) next.push_back(out.order[k]);
+        assembled = next == out.order;  // unchanged: the context already holds this prompt
+        out.order = std::move(next);
+    }
+    if (!assembled) {
+        auto r = assemble(s.ctx, prompt->prefix, ordered(), prompt->question, options.assembly, cache);
+        if (!r) return r.error();
+        out.assembled = *r;
+    }
+    out.ttft_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+
+    GenerateParams gp;
+    gp.max_tokens = options.max_answer_tokens;
+    gp.sampler = options.sampler;
+    gp.on_text = options.on_text;
+    auto gen = generate_from_context(s.ctx, gp);
+    if (!gen) return gen.error();
+    out.text = gen->text;
+    out.stop_reason = gen->stop_reason;
+    out.decode_ms = gen->decode_ms;
+    out.n_answer_tokens = static_cast<int32_t>(gen->tokens.size());
+
+    // Citations: re-read the answer tokens after the prompt, probing their attention over the
+    // passage spans (mean over the chosen layers, heads and answer rows).
+    std::vector<TokenId> answer_tokens = gen->tokens;
+    const Tokenizer& tok = s.model->tokenizer();
+    while (!answer_tokens.empty() && tok.is_end_of_generation(answer_tokens.back())) answer_tokens.pop_back();
+    if (options.citations && !answer_tokens.empty() && !out.order.empty()) {
+        s.ctx.truncate(out.assembled.question.end);
+        ProbeRequest req;
+        req.layers = options.assembly.probe_layers;
+        if (req.layers.empty()) {
+            req.layers.resize(static_cast<size_t>(s.model->hparams().n_layer));
+            std::iota(req.layers.begin(), req.layers.end(), 0);
+        }
+        req.heads = options.assembly.probe_heads;
+        req.rows.resize(answer_tokens.size());
+        std::iota(req.rows.begin(), req.rows.end(), 0);
+        req.spans = out.assembled.passages;
+        ProbeResult att;
+        ATTNRAG_TRY(s.ctx.eval(answer_tokens, {.logits = LogitsMode::None, .probe = &req, .probe_out = &att}));
+        std::vector<double> mass(out.order.size(), 0.0);
+        for (int32_t r = 0; r < att.n_rows; ++r) {
+            const auto m = att.mean_span_mass(r);
+            for (size_t i = 0; i < mass.size(); ++i) mass[i] += m[i];
+        }
+        const double sum = std::accumulate(mass.begin(), mass.end(), 0.0);
+        for (size_t k = 0; k < out.order.size(); ++k) {
+            const RagPassage& p = passages[out.order[k]];
+            out.citations.push_back({out.order[k], p.id, p.document_id, p.chunk_id, p.source, p.source_begin,
+                                     p.source_end, sum > 0 ? static_cast<float>(mass[k] / sum) : 0.0f});
+        }
+        std::stable_sort(out.citations.begin(), out.citations.end(),
+                         [](const Citation& a, const Citation& b) { return a.share > b.share; });
+    }
+    return out;
+}
+
+}  // namespace attnrag::pipelines

@@ -77,6 +77,11 @@ PassageKvKey PassageKvCache::key_of(std::span<const TokenId> passage) const {
     return {impl_->model->fingerprint(), impl_->prefix_hash, hash_tokens(passage)};
 }
 
+Result<bool> PassageKvCache::stored(std::span<const TokenId> passage) {
+    if (!impl_->store) return false;
+    return impl_->store->contains(key_of(passage));
+}
+
 Result<std::shared_ptr<const PassageKv>> PassageKvCache::prefix_state() {
     Impl& s = *impl_;
     if (s.prefix_kv) return s.prefix_kv;

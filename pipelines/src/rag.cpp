@@ -97,9 +97,13 @@ Result<int32_t> RagSession::precompute(std::span<const RagPassage> passages, std
     if (auto pre = (*cache)->prefix_state(); !pre) return pre.error();
     int32_t reused = 0;
     for (const auto& p : prompt->passages) {
-        bool was = false;
-        if (auto kv = (*cache)->passage_state(p, &was); !kv) return kv.error();
-        reused += was ? 1 : 0;
+        auto have = (*cache)->stored(p);
+        if (!have) return have.error();
+        if (*have) {
+            ++reused;
+            continue;
+        }
+        if (auto kv = (*cache)->passage_state(p); !kv) return kv.error();
     }
     return reused;
 }

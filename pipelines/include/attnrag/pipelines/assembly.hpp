@@ -65,6 +65,9 @@ class PassageKvCache {
     uint64_t prefix_hash() const;
     PassageKvKey key_of(std::span<const TokenId> passage) const;
 
+    // True when the passage's state is in the store (memory or catalogued file; not loaded).
+    Result<bool> stored(std::span<const TokenId> passage);
+
     // The prefix's own state (encoded once per cache object, or loaded from the store).
     Result<std::shared_ptr<const PassageKv>> prefix_state();
     // The passage's state encoded after the prefix (from the store, else encoded and stored).

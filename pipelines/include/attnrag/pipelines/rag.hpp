@@ -84,8 +84,9 @@ class RagSession {
     // `passages` in retriever order (best first).
     Result<RagAnswer> answer(std::string_view question, std::span<const RagPassage> passages,
                              const RagOptions& options);
-    // Encodes (or finds) the passages' states for `instruction` without answering: what
-    // `ingest --precompute-kv` does. Returns how many were already stored.
+    // Encodes the passages' states for `instruction` and stores them, without answering: what
+    // `ingest --precompute-kv` does. Passages already stored are skipped (not loaded); returns
+    // how many were.
     Result<int32_t> precompute(std::span<const RagPassage> passages, std::string_view instruction);
 
     Context& context();

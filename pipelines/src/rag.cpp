@@ -190,10 +190,9 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
     if (options.citations && !answer_tokens.empty() && !out.order.empty()) {
         s.ctx.truncate(out.assembled.question.end);
         ProbeRequest req;
-        req.layers = options.assembly.probe_layers;
+        req.layers = options.citation_layers;
         if (req.layers.empty()) {
-            req.layers.resize(static_cast<size_t>(s.model->hparams().n_layer));
-            std::iota(req.layers.begin(), req.layers.end(), 0);
+            for (int32_t l = s.model->hparams().n_layer / 3; l < s.model->hparams().n_layer; ++l) req.layers.push_back(l);
         }
         req.heads = options.assembly.probe_heads;
         req.rows.resize(answer_tokens.size());

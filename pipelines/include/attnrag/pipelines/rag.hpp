@@ -34,6 +34,9 @@ struct RagOptions {
         "Answer the question using the documents. Reply with a short answer only, a few words.";
     std::function<bool(std::string_view)> on_text = {};  // streaming; return false to cancel
     bool citations = true;
+    // Layers whose attention ranks citations; empty = the upper two thirds. (The first third
+    // of SmolLM2's layers attends mostly by recency, to whatever passage is nearest.)
+    std::vector<int32_t> citation_layers = {};
 };
 
 struct Citation {

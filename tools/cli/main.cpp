@@ -19,6 +19,7 @@ void print_usage() {
         "  info         model metadata and tensor summary\n"
         "  ingest       add files and folders to a corpus (store + hybrid index)\n"
         "  search       BM25, dense or hybrid search over a corpus\n"
+        "  ask          answer a question from a corpus, with citations (passage KV reused)\n"
         "  docs         list, show or delete a corpus's documents\n"
         "  eval         evaluation harnesses (retrieval on BEIR data)\n\n"
         "Run 'attnrag <command> --help' for a command's options.\n");
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return cmd_info(argc - 2, argv + 2);
     if (cmd == "ingest") return cmd_ingest(argc - 2, argv + 2);
     if (cmd == "search") return cmd_search(argc - 2, argv + 2);
+    if (cmd == "ask") return cmd_ask(argc - 2, argv + 2);
     if (cmd == "docs") return cmd_docs(argc - 2, argv + 2);
     if (cmd == "eval") return cmd_eval(argc - 2, argv + 2);
     std::fprintf(stderr, "attnrag: unknown command '%s' (see attnrag --help)\n", cmd.c_str());

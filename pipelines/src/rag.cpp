@@ -188,7 +188,6 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
     const Tokenizer& tok = s.model->tokenizer();
     while (!answer_tokens.empty() && tok.is_end_of_generation(answer_tokens.back())) answer_tokens.pop_back();
     if (options.citations && !answer_tokens.empty() && !out.order.empty()) {
-        s.ctx.truncate(out.assembled.question.end);
         ProbeRequest req;
         req.layers = options.citation_layers;
         if (req.layers.empty()) {
@@ -198,12 +197,47 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         req.rows.resize(answer_tokens.size());
         std::iota(req.rows.begin(), req.rows.end(), 0);
         req.spans = out.assembled.passages;
-        ProbeResult att;
-        ATTNRAG_TRY(s.ctx.eval(answer_tokens, {.logits = LogitsMode::None, .probe = &req, .probe_out = &att}));
-        std::vector<double> mass(out.order.size(), 0.0);
-        for (int32_t r = 0; r < att.n_rows; ++r) {
-            const auto m = att.mean_span_mass(r);
-            for (size_t i = 0; i < mass.size(); ++i) mass[i] += m[i];
+        const bool peak = options.citation_score == RagOptions::CitationScore::Peak;
+        req.keep_probs = peak;
+        // Support per passage, averaged over the probed layers, heads and rows of `tokens`
+        // evaluated right after the prompt.
+        auto support = [&](std::span<const TokenId> tokens) -> Result<std::vector<double>> {
+            s.ctx.truncate(out.assembled.question.end);
+            req.rows.resize(tokens.size());
+            std::iota(req.rows.begin(), req.rows.end(), 0);
+            ProbeResult att;
+            ATTNRAG_TRY(s.ctx.eval(tokens, {.logits = LogitsMode::None, .probe = &req, .probe_out = &att}));
+            std::vector<double> m(out.order.size(), 0.0);
+            for (int32_t li = 0; li < att.n_layers; ++li) {
+                for (int32_t hi = 0; hi < att.n_heads; ++hi) {
+                    for (int32_t r = 0; r < att.n_rows; ++r) {
+                        for (size_t i = 0; i < m.size(); ++i) {
+                            if (!peak) {
+                                m[i] += att.span_mass(li, hi, r, static_cast<int32_t>(i));
+                                continue;
+                            }
+                            const std::vector<float>& p = att.probs[att.index(li, hi, r)];
+                            const KeySpan sp = out.assembled.passages[i];
+                            m[i] += *std::max_element(p.begin() + sp.begin, p.begin() + sp.end);
+                        }
+                    }
+                }
+            }
+            for (double& v : m) v /= static_cast<double>(att.n_layers * att.n_heads * att.n_rows);
+            return m;
+        };
+        auto answer_support = support(answer_tokens);
+        if (!answer_support) return answer_support.error();
+        std::vector<double> mass = std::move(answer_support).value();
+        if (options.citation_baseline) {
+            // Calibration: each passage's support is divided by what a content-free
+            // continuation gives it (position priors: the first and the last passages draw
+            // attention whatever they say), leaving how much more the answer looked at it.
+            std::vector<TokenId> neutral;
+            if (auto st = append(tok, neutral, "The answer is", false); !st) return st.error();
+            auto base = support(neutral);
+            if (!base) return base.error();
+            for (size_t i = 0; i < mass.size(); ++i) mass[i] = mass[i] / std::max((*base)[i], 1e-9);
         }
         const double sum = std::accumulate(mass.begin(), mass.end(), 0.0);
         for (size_t k = 0; k < out.order.size(); ++k) {

@@ -347,6 +347,7 @@ int eval_qa(int argc, char** argv) {
         {"search", true, "with --corpus: bm25 | dense | hybrid (default hybrid)"},
         {"assembly", true, "full | blocks | blocks-ape | blocks-recompute (default blocks)"},
         {"sort-passes", true, "attention sorting passes before answering (default 0)"},
+        {"citation", true, "citation score: peak | mass | peak-raw | mass-raw (default mass; -raw: no baseline)"},
         {"order", true, "with --passages: given | gold-first | gold-middle | gold-last (default given)"},
         {"limit", true, "evaluate only the first N questions"},
         {"max-tokens", true, "answer length limit in tokens (default 32)"},
@@ -487,6 +488,13 @@ int eval_qa(int argc, char** argv) {
     options.assembly.mode = *assembly;
     options.sort_passes = static_cast<int32_t>(sort_passes);
     options.max_answer_tokens = static_cast<int32_t>(max_tokens);
+    const std::string citation = args.get_or("citation", "mass");
+    if (citation != "peak" && citation != "mass" && citation != "peak-raw" && citation != "mass-raw") {
+        return fail_usage("eval", "--citation must be peak, mass, peak-raw or mass-raw");
+    }
+    options.citation_score = citation.rfind("peak", 0) == 0 ? pipelines::RagOptions::CitationScore::Peak
+                                                            : pipelines::RagOptions::CitationScore::Mass;
+    options.citation_baseline = citation.find("-raw") == std::string::npos;
     // Warm TTFT: the same passages again (now stored), sorting included, one token, no citations.
     pipelines::RagOptions warm_options = options;
     warm_options.max_answer_tokens = 1;

@@ -37,6 +37,14 @@ struct RagOptions {
     // Layers whose attention ranks citations; empty = the upper two thirds. (The first third
     // of SmolLM2's layers attends mostly by recency, to whatever passage is nearest.)
     std::vector<int32_t> citation_layers = {};
+    // How a passage's support is scored from each (layer, head, answer row): Mass sums the
+    // probability over its tokens; Peak takes its single most attended token (copying heads put
+    // sharp peaks on the tokens they copy, recency spreads thin mass over nearby passages).
+    enum class CitationScore { Mass, Peak } citation_score = CitationScore::Mass;
+    // Divide by the support a content-free continuation ("The answer is") gives each passage:
+    // on HotpotQA (12 questions, blocks) this took the gold-in-top-2 rate with gold passages
+    // placed first from 0.08 to 0.50 and made it nearly independent of placement.
+    bool citation_baseline = true;
 };
 
 struct Citation {

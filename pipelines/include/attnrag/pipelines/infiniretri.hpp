@@ -1,0 +1,167 @@
+// InfiniRetri (../shared/reference/algorithms.md §1): answer a question about a document of any
+// length by reading it chunk by chunk and keeping, in a small token cache, the sentences that the
+// last layer's attention from the question points at. Also the streaming sentence source it reads.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attnrag/generate.hpp"
+#include "attnrag/model.hpp"
+
+namespace attnrag::pipelines {
+
+// ---- Sentence source --------------------------------------------------------------------------
+
+// A sentence of the source with its exact place: text == source bytes [begin, end).
+struct SourceSentence {
+    uint64_t begin = 0, end = 0;  // byte range in the source (file offsets, BOM included)
+    std::string text = {};
+    bool paragraph_start = false;  // a blank line (or the start of the source) precedes it
+};
+
+struct SentenceSourceOptions {
+    size_t block_bytes = size_t{256} << 10;  // read granularity (values < 1 act as 1)
+    // A run of text this long without a sentence break is cut at its last white space (else at a
+    // character boundary): bounds the buffer on text without punctuation or line breaks.
+    size_t max_sentence_bytes = size_t{64} << 10;
+    // Hard-wrapped text (a line break inside a paragraph) is read as if the lone line break were
+    // a space, so it does not end a sentence (ICU/UAX #29 ends a sentence at every line break).
+    // Blank lines still separate paragraphs. The reported text keeps the original bytes.
+    bool unwrap_lines = true;
+    // Glue rules of the reference splitter (algorithms.md §1(a) step 1): a fragment made only of
+    // ASCII punctuation joins the sentence before it, and so does a fragment of at most this many
+    // characters after a sentence ending in '.' (abbreviations: "Mr. Smith", "e.g. this").
+    size_t short_fragment_chars = 10;
+    std::string locale = "en";  // ICU locale of the sentence rules
+};
+
+// Yields the sentences of a file (read in blocks, never whole) or of a string, in order, with
+// their byte ranges. UTF-8 is validated as it is read; the first invalid sequence is an
+// InvalidArgument error "NAME: invalid UTF-8 at byte offset N" (N counts from the start of the
+// source). A UTF-8 byte order mark at the start is skipped. Memory: one block plus the current
+// unfinished sentence (at most max_sentence_bytes). Move-only; single-threaded.
+class SentenceSource {
+   public:
+    // Errors: NotFound (no such file), Io (a directory or a read failure).
+    static Result<SentenceSource> open(const std::filesystem::path& path, const SentenceSourceOptions& options = {});
+    // A source over text in memory (read through the same block-wise path); `name` is used in
+    // error messages.
+    static SentenceSource from_text(std::string text, const SentenceSourceOptions& options = {},
+                                    std::string name = "text");
+
+    SentenceSource(SentenceSource&&) noexcept;
+    SentenceSource& operator=(SentenceSource&&) noexcept;
+    ~SentenceSource();
+
+    // The next sentence, or nullopt after the last one. After an error every call repeats it.
+    Result<std::optional<SourceSentence>> next();
+
+    uint64_t bytes_read() const;   // bytes read from the source so far
+    uint64_t size_bytes() const;   // the source's size in bytes
+    const std::string& name() const;
+
+   private:
+    struct Impl;
+    explicit SentenceSource(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---- InfiniRetri ------------------------------------------------------------------------------
+
+struct InfiniRetriProgress {
+    int64_t n_tokens_read = 0;  // document tokens read so far
+    uint64_t n_bytes_read = 0, n_bytes_total = 0;
+    int32_t n_chunks = 0;       // chunks processed so far
+    int32_t n_cache_tokens = 0; // tokens in the sentence cache after the last chunk
+    double tokens_per_s = 0;    // document tokens read per second of wall time
+};
+
+struct InfiniRetriOptions {
+    int32_t chunk_tokens = 1024;  // document tokens per chunk (whole sentences; excludes prompt and cache)
+    int32_t top_k = 300;          // tokens whose sentences are kept after each chunk
+    int32_t phrase_tokens = 8;    // width of the box filter over key positions
+    // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
+    // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question
+    // + answer fit the context window.
+    int32_t cache_tokens = 4096;
+    std::vector<int32_t> layers = {};  // layers whose attention is read (summed); empty = the last
+    std::vector<int32_t> heads = {};   // query heads (summed); empty = all
+    bool question_weight = true;       // weight query rows by w_i^2 (their mass on the question)
+    std::string instruction = "Read the text and answer the question very concisely.";
+    int32_t max_answer_tokens = 64;
+    SamplerParams sampler = {};  // greedy by default
+    std::function<bool(std::string_view)> on_text = {};  // streamed answer text; false cancels
+    // Called after each chunk; false cancels (Errc::Cancelled).
+    std::function<bool(const InfiniRetriProgress&)> on_progress = {};
+};
+
+// A sentence of the final cache. ids are its tokens as they appear in the prompt (its text with
+// one leading separator: " ", or "\n\n" at a paragraph start), tokenized once when read.
+struct KeptSentence {
+    uint64_t begin = 0, end = 0;  // byte range in the source
+    std::string text = {};        // source bytes [begin, end)
+    std::vector<TokenId> ids = {};
+    float score = 0;  // its best smoothed token score in the chunk pass that last kept it
+};
+
+struct InfiniRetriAnswer {
+    std::string text = {};
+    StopReason stop_reason = StopReason::MaxTokens;
+    std::vector<KeptSentence> kept = {};  // the cache the answer was generated from, in document order
+    int64_t n_tokens_read = 0;            // document tokens (per-sentence tokenization)
+    int64_t n_sentences = 0;
+    int32_t n_chunks = 0;
+    int32_t n_cache_tokens = 0;      // tokens in `kept`
+    int32_t cache_limit = 0;         // the cache cap in effect
+    int32_t max_prompt_tokens = 0;   // longest chunk-pass prompt
+    int32_t n_answer_tokens = 0;
+    double read_ms = 0;     // reading, tokenizing and all chunk passes
+    double prefill_ms = 0;  // final answer prompt
+    double decode_ms = 0;
+    double total_ms = 0;
+};
+
+// The prompt pieces (ChatML user turn, generation prompt): prefix + context + question.
+struct InfiniRetriPrompt {
+    std::vector<TokenId> prefix;    // "<|im_start|>user\n" instruction "\n\n"... up to the context
+    std::vector<TokenId> question;  // "\n\nQuestion: " question "\n\nAnswer:" ... "<|im_start|>assistant\n"
+    int32_t question_offset = 0;    // index in `question` of the first token of "Question:"
+};
+Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok, std::string_view instruction,
+                                                   std::string_view question);
+
+// Owns a context (one window). Not thread-safe; the Model must outlive it.
+class InfiniRetri {
+   public:
+    static Result<InfiniRetri> create(const Model& model, int32_t n_threads = 0, int32_t n_ctx = 0);
+    InfiniRetri(InfiniRetri&&) noexcept;
+    InfiniRetri& operator=(InfiniRetri&&) noexcept;
+    ~InfiniRetri();
+
+    // Reads `source` to its end chunk by chunk, then answers from the kept sentences. Errors:
+    // bad options or an empty question/document (InvalidArgument), source errors, Cancelled.
+    Result<InfiniRetriAnswer> answer(SentenceSource& source, std::string_view question,
+                                     const InfiniRetriOptions& options = {});
+
+    // Baseline: the whole document in one prompt (same template and tokenization), greedy
+    // answer. OutOfRange when the prompt and answer do not fit the window (found while reading:
+    // the source is read only up to the window's size). `kept` is left empty.
+    Result<InfiniRetriAnswer> answer_full(SentenceSource& source, std::string_view question,
+                                          const InfiniRetriOptions& options = {});
+
+    Context& context();
+
+   private:
+    struct Impl;
+    explicit InfiniRetri(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace attnrag::pipelines

@@ -1,0 +1,358 @@
+// InfiniRetri (algorithms.md §1): chunk passes that keep the sentences the question's attention
+// points at, then the answer from the kept sentences; and the full-prompt baseline.
+#include "attnrag/pipelines/infiniretri.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+
+#include "infiniretri_reader.h"
+#include "infiniretri_score.h"
+
+namespace attnrag::pipelines {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void append_ids(std::vector<TokenId>& out, std::span<const TokenId> ids) {
+    out.reserve(out.size() + ids.size());
+    for (TokenId t : ids) out.push_back(t);
+}
+
+// Template text (special tokens parsed) or user text (never parsed: a document or question that
+// contains "<|im_end|>" must not end the turn).
+Status append_text(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text, bool special) {
+    if (text.empty()) return {};
+    auto ids = tok.encode(text, special);
+    if (!ids) return ids.error();
+    append_ids(out, *ids);
+    return {};
+}
+
+int32_t size_i32(size_t n) { return static_cast<int32_t>(n); }
+
+int32_t n_tokens_of(std::span<const KeptSentence> ss) {
+    int64_t n = 0;
+    for (const auto& s : ss) n += static_cast<int64_t>(s.ids.size());
+    return static_cast<int32_t>(n);
+}
+
+}  // namespace
+
+Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok, std::string_view instruction,
+                                                   std::string_view question) {
+    InfiniRetriPrompt p;
+    ATTNRAG_TRY(append_text(tok, p.prefix, "<|im_start|>user\n", true));
+    ATTNRAG_TRY(append_text(tok, p.prefix, instruction, false));
+    ATTNRAG_TRY(append_text(tok, p.prefix, "\n\n", false));
+    // Each piece tokenized alone, so "Question:" starts at a token boundary (the span finder of
+    // the reference relies on the same thing).
+    ATTNRAG_TRY(append_text(tok, p.question, "\n\n", false));
+    p.question_offset = size_i32(p.question.size());
+    ATTNRAG_TRY(append_text(tok, p.question, "Question: ", false));
+    ATTNRAG_TRY(append_text(tok, p.question, question, false));
+    ATTNRAG_TRY(append_text(tok, p.question, "\n\n", false));
+    ATTNRAG_TRY(append_text(tok, p.question, "Answer:", false));
+    ATTNRAG_TRY(append_text(tok, p.question, "<|im_end|>\n<|im_start|>assistant\n", true));
+    return p;
+}
+
+struct InfiniRetri::Impl {
+    const Model* model = nullptr;
+    Context ctx;
+
+    Impl(const Model& m, Context c) : model(&m), ctx(std::move(c)) {}
+
+    // State of one answer() call.
+    struct Run {
+        const InfiniRetriOptions* opt = nullptr;
+        InfiniRetriPrompt prompt;
+        ProbeRequest probe;
+        int32_t cache_limit = 0;
+        std::vector<float> w2;  // squared question weight per query row (frozen after chunk 1)
+        std::vector<KeptSentence> cache;
+        InfiniRetriAnswer out;
+    };
+
+    Status check_options(const InfiniRetriOptions& o, std::string_view question) const {
+        const auto& hp = model->hparams();
+        if (question.empty()) return make_error(Errc::InvalidArgument, "infiniretri: empty question");
+        if (o.chunk_tokens < 1) return make_error(Errc::InvalidArgument, "infiniretri: chunk_tokens must be >= 1");
+        if (o.top_k < 1) return make_error(Errc::InvalidArgument, "infiniretri: top_k must be >= 1");
+        if (o.phrase_tokens < 1) return make_error(Errc::InvalidArgument, "infiniretri: phrase_tokens must be >= 1");
+        if (o.cache_tokens < 0) return make_error(Errc::InvalidArgument, "infiniretri: cache_tokens must be >= 0");
+        if (o.max_answer_tokens < 1) {
+            return make_error(Errc::InvalidArgument, "infiniretri: max_answer_tokens must be >= 1");
+        }
+        for (int32_t l : o.layers) {
+            if (l < 0 || l >= hp.n_layer) {
+                return make_error(Errc::InvalidArgument, "infiniretri: layer " + std::to_string(l) +
+                                                             " out of range [0, " + std::to_string(hp.n_layer) + ")");
+            }
+        }
+        for (int32_t h : o.heads) {
+            if (h < 0 || h >= hp.n_head) {
+                return make_error(Errc::InvalidArgument, "infiniretri: head " + std::to_string(h) +
+                                                             " out of range [0, " + std::to_string(hp.n_head) + ")");
+            }
+        }
+        return {};
+    }
+
+    // One chunk pass: prompt over cache + chunk, probe the question rows, keep the sentences of
+    // the top-k smoothed token scores (capped), which become the new cache.
+    Status chunk_pass(Run& run, std::vector<KeptSentence>& chunk) {
+        const InfiniRetriOptions& o = *run.opt;
+        std::vector<KeptSentence*> sents;
+        for (auto& s : run.cache) sents.push_back(&s);
+        for (auto& s : chunk) sents.push_back(&s);
+
+        std::vector<TokenId> tokens = run.prompt.prefix;
+        const int32_t ctx_begin = size_i32(tokens.size());
+        std::vector<int32_t> sent_begin;  // per sentence: first token index in `tokens`
+        for (const KeptSentence* s : sents) {
+            sent_begin.push_back(size_i32(tokens.size()));
+            append_ids(tokens, s->ids);
+        }
+        const int32_t ctx_end = size_i32(tokens.size());
+        const int32_t q_begin = ctx_end + run.prompt.question_offset;
+        append_ids(tokens, run.prompt.question);
+        const int32_t n = size_i32(tokens.size());
+        run.out.max_prompt_tokens = std::max(run.out.max_prompt_tokens, n);
+
+        run.probe.rows.resize(static_cast<size_t>(n - q_begin));
+        std::iota(run.probe.rows.begin(), run.probe.rows.end(), q_begin);
+        ProbeResult att;
+        ctx.clear();
+        ATTNRAG_TRY(ctx.eval(tokens, {.logits = LogitsMode::None, .probe = &run.probe, .probe_out = &att}));
+        ctx.clear();
+
+        // Question weights (first chunk only): the mass each row puts on the question span
+        // [q_begin, row], summed over the read layers and heads.
+        if (run.w2.empty()) {
+            run.w2.assign(static_cast<size_t>(att.n_rows), 1.0f);
+            if (o.question_weight) {
+                for (int32_t ri = 0; ri < att.n_rows; ++ri) {
+                    double w = 0;
+                    for (int32_t li = 0; li < att.n_layers; ++li) {
+                        for (int32_t hi = 0; hi < att.n_heads; ++hi) {
+                            const auto& p = att.probs[att.index(li, hi, ri)];
+                            for (size_t j = static_cast<size_t>(q_begin); j < p.size(); ++j) w += p[j];
+                        }
+                    }
+                    run.w2[static_cast<size_t>(ri)] = static_cast<float>(w * w);
+                }
+            }
+        }
+        if (run.w2.size() != static_cast<size_t>(att.n_rows)) {
+            return make_error(Errc::Internal, "infiniretri: query rows changed between chunks");
+        }
+
+        // a_j = sum_i w_i^2 A[i, j] over the context columns, then the phrase filter.
+        std::vector<float> a(static_cast<size_t>(ctx_end - ctx_begin), 0.0f);
+        for (int32_t li = 0; li < att.n_layers; ++li) {
+            for (int32_t hi = 0; hi < att.n_heads; ++hi) {
+                for (int32_t ri = 0; ri < att.n_rows; ++ri) {
+                    const auto& p = att.probs[att.index(li, hi, ri)];
+                    const float w2 = run.w2[static_cast<size_t>(ri)];
+                    for (int32_t j = ctx_begin; j < ctx_end; ++j) {
+                        a[static_cast<size_t>(j - ctx_begin)] += w2 * p[static_cast<size_t>(j)];
+                    }
+                }
+            }
+        }
+        const std::vector<float> score = detail::box_filter(a, o.phrase_tokens);
+        const std::vector<int32_t> top = detail::top_k_indices(score, o.top_k);
+
+        // Sentences holding a top-k token, with their best token score.
+        std::vector<char> keep(sents.size(), 0);
+        size_t si = 0;
+        for (int32_t t : top) {
+            const int32_t tok_idx = ctx_begin + t;
+            while (si + 1 < sents.size() && sent_begin[si + 1] <= tok_idx) ++si;
+            keep[si] = 1;
+        }
+        for (size_t k = 0; k < sents.size(); ++k) {
+            const auto b = static_cast<size_t>(sent_begin[k] - ctx_begin);
+            const size_t e = b + sents[k]->ids.size();
+            float best = 0;
+            for (size_t j = b; j < e; ++j) best = std::max(best, score[j]);
+            sents[k]->score = best;
+        }
+        // Cap: the best-scoring kept sentences that fit, back in document order.
+        int64_t kept_tokens = 0;
+        for (size_t k = 0; k < sents.size(); ++k) {
+            if (keep[k]) kept_tokens += static_cast<int64_t>(sents[k]->ids.size());
+        }
+        if (kept_tokens > run.cache_limit) {
+            std::vector<size_t> order;
+            for (size_t k = 0; k < sents.size(); ++k) {
+                if (keep[k]) order.push_back(k);
+            }
+            std::stable_sort(order.begin(), order.end(),
+                             [&](size_t x, size_t y) { return sents[x]->score > sents[y]->score; });
+            std::fill(keep.begin(), keep.end(), 0);
+            int64_t used = 0;
+            for (size_t k : order) {
+                const auto len = static_cast<int64_t>(sents[k]->ids.size());
+                if (used + len <= run.cache_limit) {
+                    keep[k] = 1;
+                    used += len;
+                }
+            }
+        }
+        std::vector<KeptSentence> next;
+        for (size_t k = 0; k < sents.size(); ++k) {
+            if (keep[k]) next.push_back(std::move(*sents[k]));
+        }
+        run.cache = std::move(next);
+        return {};
+    }
+
+    Result<InfiniRetriAnswer> final_answer(Run& run, std::span<const KeptSentence> context, Clock::time_point t0) {
+        const InfiniRetriOptions& o = *run.opt;
+        std::vector<TokenId> tokens = run.prompt.prefix;
+        for (const auto& s : context) append_ids(tokens, s.ids);
+        append_ids(tokens, run.prompt.question);
+        GenerateParams gp;
+        gp.max_tokens = o.max_answer_tokens;
+        gp.sampler = o.sampler;
+        gp.on_text = o.on_text;
+        ctx.clear();
+        auto gen = generate(ctx, tokens, gp);
+        if (!gen) return gen.error();
+        if (gen->stop_reason == StopReason::Cancelled) return make_error(Errc::Cancelled, "infiniretri: cancelled");
+        InfiniRetriAnswer& out = run.out;
+        out.text = gen->text;
+        out.stop_reason = gen->stop_reason;
+        out.n_answer_tokens = size_i32(gen->tokens.size());
+        out.prefill_ms = gen->prefill_ms;
+        out.decode_ms = gen->decode_ms;
+        out.total_ms = ms_since(t0);
+        return std::move(out);
+    }
+
+    Result<InfiniRetriAnswer> answer(SentenceSource& source, std::string_view question, const InfiniRetriOptions& o) {
+        const auto t0 = Clock::now();
+        ATTNRAG_TRY(check_options(o, question));
+        const Tokenizer& tok = model->tokenizer();
+        Run run;
+        run.opt = &o;
+        auto prompt = build_infiniretri_prompt(tok, o.instruction, question);
+        if (!prompt) return prompt.error();
+        run.prompt = std::move(prompt).value();
+        const int32_t fixed = size_i32(run.prompt.prefix.size() + run.prompt.question.size());
+        const int32_t room = ctx.n_ctx() - fixed - std::max(o.chunk_tokens, o.max_answer_tokens);
+        if (room < 0) {
+            return make_error(Errc::OutOfRange, "infiniretri: instruction, question and a " +
+                                                    std::to_string(o.chunk_tokens) + "-token chunk do not fit the " +
+                                                    std::to_string(ctx.n_ctx()) + "-token window");
+        }
+        run.cache_limit = std::min(o.cache_tokens, room);
+        run.out.cache_limit = run.cache_limit;
+        run.probe.layers = o.layers.empty() ? std::vector<int32_t>{model->hparams().n_layer - 1} : o.layers;
+        run.probe.heads = o.heads;
+        run.probe.keep_probs = true;
+        run.probe.stop_after_last_layer = true;
+
+        detail::SentenceTokenReader reader(source, tok, o.chunk_tokens);
+        std::vector<KeptSentence> chunk;
+        int32_t chunk_n = 0;
+        auto flush = [&]() -> Status {
+            ATTNRAG_TRY(chunk_pass(run, chunk));
+            chunk.clear();
+            chunk_n = 0;
+            ++run.out.n_chunks;
+            if (o.on_progress) {
+                const double s = std::max(1e-9, ms_since(t0) / 1000.0);
+                const InfiniRetriProgress pr{run.out.n_tokens_read, source.bytes_read(), source.size_bytes(),
+                                             run.out.n_chunks, n_tokens_of(run.cache),
+                                             static_cast<double>(run.out.n_tokens_read) / s};
+                if (!o.on_progress(pr)) return make_error(Errc::Cancelled, "infiniretri: cancelled");
+            }
+            return {};
+        };
+        for (;;) {
+            auto s = reader.next();
+            if (!s) return s.error();
+            if (!*s) break;
+            const auto len = size_i32((*s)->ids.size());
+            if (!chunk.empty() && chunk_n + len > o.chunk_tokens) ATTNRAG_TRY(flush());
+            run.out.n_tokens_read += len;
+            chunk_n += len;
+            chunk.push_back(std::move(**s));
+        }
+        if (!chunk.empty()) ATTNRAG_TRY(flush());
+        run.out.n_sentences = reader.n_source_sentences();
+        if (run.out.n_chunks == 0) return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
+        run.out.read_ms = ms_since(t0);
+        run.out.kept = std::move(run.cache);
+        run.out.n_cache_tokens = n_tokens_of(run.out.kept);
+        return final_answer(run, run.out.kept, t0);
+    }
+
+    Result<InfiniRetriAnswer> answer_full(SentenceSource& source, std::string_view question,
+                                          const InfiniRetriOptions& o) {
+        const auto t0 = Clock::now();
+        ATTNRAG_TRY(check_options(o, question));
+        const Tokenizer& tok = model->tokenizer();
+        Run run;
+        run.opt = &o;
+        auto prompt = build_infiniretri_prompt(tok, o.instruction, question);
+        if (!prompt) return prompt.error();
+        run.prompt = std::move(prompt).value();
+        const int64_t budget = int64_t{ctx.n_ctx()} - o.max_answer_tokens -
+                               static_cast<int64_t>(run.prompt.prefix.size() + run.prompt.question.size());
+        detail::SentenceTokenReader reader(source, tok, std::max(1, ctx.n_ctx()));
+        std::vector<KeptSentence> doc;
+        for (;;) {
+            auto s = reader.next();
+            if (!s) return s.error();
+            if (!*s) break;
+            run.out.n_tokens_read += static_cast<int64_t>((*s)->ids.size());
+            if (run.out.n_tokens_read > budget) {
+                return make_error(Errc::OutOfRange, source.name() + ": the document does not fit the " +
+                                                        std::to_string(ctx.n_ctx()) + "-token window with the prompt and " +
+                                                        std::to_string(o.max_answer_tokens) + " answer tokens");
+            }
+            doc.push_back(std::move(**s));
+        }
+        run.out.n_sentences = reader.n_source_sentences();
+        if (doc.empty()) return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
+        run.out.read_ms = ms_since(t0);
+        run.out.n_chunks = 1;
+        run.out.max_prompt_tokens = size_i32(run.prompt.prefix.size() + run.prompt.question.size()) +
+                                    static_cast<int32_t>(run.out.n_tokens_read);
+        return final_answer(run, doc, t0);
+    }
+};
+
+InfiniRetri::InfiniRetri(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+InfiniRetri::InfiniRetri(InfiniRetri&&) noexcept = default;
+InfiniRetri& InfiniRetri::operator=(InfiniRetri&&) noexcept = default;
+InfiniRetri::~InfiniRetri() = default;
+
+Result<InfiniRetri> InfiniRetri::create(const Model& model, int32_t n_threads, int32_t n_ctx) {
+    auto ctx = Context::create(model, {.n_ctx = n_ctx, .n_threads = n_threads});
+    if (!ctx) return ctx.error();
+    return InfiniRetri(std::make_unique<Impl>(model, std::move(ctx).value()));
+}
+
+Result<InfiniRetriAnswer> InfiniRetri::answer(SentenceSource& source, std::string_view question,
+                                              const InfiniRetriOptions& options) {
+    return impl_->answer(source, question, options);
+}
+
+Result<InfiniRetriAnswer> InfiniRetri::answer_full(SentenceSource& source, std::string_view question,
+                                                   const InfiniRetriOptions& options) {
+    return impl_->answer_full(source, question, options);
+}
+
+Context& InfiniRetri::context() { return impl_->ctx; }
+
+}  // namespace attnrag::pipelines

@@ -13,24 +13,14 @@
 #include "attnrag/model.hpp"
 #include "attnrag/pipelines/assembly.hpp"
 #include "attnrag/store.hpp"
+#include "real_model.hpp"
 #include "test_support.hpp"
 
 using namespace attnrag;
+using test::real_model;
 using pipelines::Assembly;
 
 namespace {
-
-const Model& real_model() {
-    static std::optional<Model> model;
-    if (!model) {
-        auto path = test::model_path();
-        if (path.empty()) FAIL("the default model is missing: run ./scripts/setup.sh (or set ATTNRAG_MODEL)");
-        auto m = Model::load(path.string());
-        if (!m) FAIL(m.error().message);
-        model.emplace(std::move(m).value());
-    }
-    return *model;
-}
 
 std::vector<TokenId> encode(const std::string& text) {
     auto ids = real_model().tokenizer().encode(text, true);

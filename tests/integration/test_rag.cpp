@@ -8,24 +8,14 @@
 #include "attnrag/kv_store.hpp"
 #include "attnrag/model.hpp"
 #include "attnrag/pipelines/rag.hpp"
+#include "real_model.hpp"
 #include "test_support.hpp"
 
 using namespace attnrag;
+using test::real_model;
 using namespace attnrag::pipelines;
 
 namespace {
-
-const Model& real_model() {
-    static std::optional<Model> model;
-    if (!model) {
-        auto path = test::model_path();
-        if (path.empty()) FAIL("the default model is missing: run ./scripts/setup.sh (or set ATTNRAG_MODEL)");
-        auto m = Model::load(path.string());
-        if (!m) FAIL(m.error().message);
-        model.emplace(std::move(m).value());
-    }
-    return *model;
-}
 
 std::vector<RagPassage> passages() {
     std::vector<RagPassage> ps(4);

@@ -26,7 +26,8 @@ void append_ids(std::vector<TokenId>& out, std::span<const TokenId> ids) {
 
 // Template text (special tokens parsed) or user text (never parsed: a document or question that
 // contains "<|im_end|>" must not end the turn).
-Status append_text(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text, bool special) {
+Status append_text(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text,
+                   bool special) {
     if (text.empty()) return {};
     auto ids = tok.encode(text, special);
     if (!ids) return ids.error();
@@ -34,7 +35,9 @@ Status append_text(const Tokenizer& tok, std::vector<TokenId>& out, std::string_
     return {};
 }
 
-int32_t size_i32(size_t n) { return static_cast<int32_t>(n); }
+int32_t size_i32(size_t n) {
+    return static_cast<int32_t>(n);
+}
 
 int32_t n_tokens_of(std::span<const KeptSentence> ss) {
     int64_t n = 0;
@@ -44,7 +47,8 @@ int32_t n_tokens_of(std::span<const KeptSentence> ss) {
 
 }  // namespace
 
-Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok, std::string_view instruction,
+Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok,
+                                                   std::string_view instruction,
                                                    std::string_view question) {
     InfiniRetriPrompt p;
     ATTNRAG_TRY(append_text(tok, p.prefix, "<|im_start|>user\n", true));
@@ -81,24 +85,31 @@ struct InfiniRetri::Impl {
 
     Status check_options(const InfiniRetriOptions& o, std::string_view question) const {
         const auto& hp = model->hparams();
-        if (question.empty()) return make_error(Errc::InvalidArgument, "infiniretri: empty question");
-        if (o.chunk_tokens < 1) return make_error(Errc::InvalidArgument, "infiniretri: chunk_tokens must be >= 1");
-        if (o.top_k < 1) return make_error(Errc::InvalidArgument, "infiniretri: top_k must be >= 1");
-        if (o.phrase_tokens < 1) return make_error(Errc::InvalidArgument, "infiniretri: phrase_tokens must be >= 1");
-        if (o.cache_tokens < 0) return make_error(Errc::InvalidArgument, "infiniretri: cache_tokens must be >= 0");
+        if (question.empty())
+            return make_error(Errc::InvalidArgument, "infiniretri: empty question");
+        if (o.chunk_tokens < 1)
+            return make_error(Errc::InvalidArgument, "infiniretri: chunk_tokens must be >= 1");
+        if (o.top_k < 1)
+            return make_error(Errc::InvalidArgument, "infiniretri: top_k must be >= 1");
+        if (o.phrase_tokens < 1)
+            return make_error(Errc::InvalidArgument, "infiniretri: phrase_tokens must be >= 1");
+        if (o.cache_tokens < 0)
+            return make_error(Errc::InvalidArgument, "infiniretri: cache_tokens must be >= 0");
         if (o.max_answer_tokens < 1) {
             return make_error(Errc::InvalidArgument, "infiniretri: max_answer_tokens must be >= 1");
         }
         for (int32_t l : o.layers) {
             if (l < 0 || l >= hp.n_layer) {
                 return make_error(Errc::InvalidArgument, "infiniretri: layer " + std::to_string(l) +
-                                                             " out of range [0, " + std::to_string(hp.n_layer) + ")");
+                                                             " out of range [0, " +
+                                                             std::to_string(hp.n_layer) + ")");
             }
         }
         for (int32_t h : o.heads) {
             if (h < 0 || h >= hp.n_head) {
                 return make_error(Errc::InvalidArgument, "infiniretri: head " + std::to_string(h) +
-                                                             " out of range [0, " + std::to_string(hp.n_head) + ")");
+                                                             " out of range [0, " +
+                                                             std::to_string(hp.n_head) + ")");
             }
         }
         return {};
@@ -129,7 +140,8 @@ struct InfiniRetri::Impl {
         std::iota(run.probe.rows.begin(), run.probe.rows.end(), q_begin);
         ProbeResult att;
         ctx.clear();
-        ATTNRAG_TRY(ctx.eval(tokens, {.logits = LogitsMode::None, .probe = &run.probe, .probe_out = &att}));
+        ATTNRAG_TRY(
+            ctx.eval(tokens, {.logits = LogitsMode::None, .probe = &run.probe, .probe_out = &att}));
         ctx.clear();
 
         // Question weights (first chunk only): the mass each row puts on the question span
@@ -142,7 +154,8 @@ struct InfiniRetri::Impl {
                     for (int32_t li = 0; li < att.n_layers; ++li) {
                         for (int32_t hi = 0; hi < att.n_heads; ++hi) {
                             const auto& p = att.probs[att.index(li, hi, ri)];
-                            for (size_t j = static_cast<size_t>(q_begin); j < p.size(); ++j) w += p[j];
+                            for (size_t j = static_cast<size_t>(q_begin); j < p.size(); ++j)
+                                w += p[j];
                         }
                     }
                     run.w2[static_cast<size_t>(ri)] = static_cast<float>(w * w);
@@ -214,7 +227,8 @@ struct InfiniRetri::Impl {
         return {};
     }
 
-    Result<InfiniRetriAnswer> final_answer(Run& run, std::span<const KeptSentence> context, Clock::time_point t0) {
+    Result<InfiniRetriAnswer> final_answer(Run& run, std::span<const KeptSentence> context,
+                                           Clock::time_point t0) {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<TokenId> tokens = run.prompt.prefix;
         for (const auto& s : context) append_ids(tokens, s.ids);
@@ -226,7 +240,8 @@ struct InfiniRetri::Impl {
         ctx.clear();
         auto gen = generate(ctx, tokens, gp);
         if (!gen) return gen.error();
-        if (gen->stop_reason == StopReason::Cancelled) return make_error(Errc::Cancelled, "infiniretri: cancelled");
+        if (gen->stop_reason == StopReason::Cancelled)
+            return make_error(Errc::Cancelled, "infiniretri: cancelled");
         InfiniRetriAnswer& out = run.out;
         out.text = gen->text;
         out.stop_reason = gen->stop_reason;
@@ -237,7 +252,8 @@ struct InfiniRetri::Impl {
         return std::move(out);
     }
 
-    Result<InfiniRetriAnswer> answer(SentenceSource& source, std::string_view question, const InfiniRetriOptions& o) {
+    Result<InfiniRetriAnswer> answer(SentenceSource& source, std::string_view question,
+                                     const InfiniRetriOptions& o) {
         const auto t0 = Clock::now();
         ATTNRAG_TRY(check_options(o, question));
         const Tokenizer& tok = model->tokenizer();
@@ -250,12 +266,14 @@ struct InfiniRetri::Impl {
         const int32_t room = ctx.n_ctx() - fixed - std::max(o.chunk_tokens, o.max_answer_tokens);
         if (room < 0) {
             return make_error(Errc::OutOfRange, "infiniretri: instruction, question and a " +
-                                                    std::to_string(o.chunk_tokens) + "-token chunk do not fit the " +
+                                                    std::to_string(o.chunk_tokens) +
+                                                    "-token chunk do not fit the " +
                                                     std::to_string(ctx.n_ctx()) + "-token window");
         }
         run.cache_limit = std::min(o.cache_tokens, room);
         run.out.cache_limit = run.cache_limit;
-        run.probe.layers = o.layers.empty() ? std::vector<int32_t>{model->hparams().n_layer - 1} : o.layers;
+        run.probe.layers =
+            o.layers.empty() ? std::vector<int32_t>{model->hparams().n_layer / 2} : o.layers;
         run.probe.heads = o.heads;
         run.probe.keep_probs = true;
         run.probe.stop_after_last_layer = true;
@@ -270,10 +288,12 @@ struct InfiniRetri::Impl {
             ++run.out.n_chunks;
             if (o.on_progress) {
                 const double s = std::max(1e-9, ms_since(t0) / 1000.0);
-                const InfiniRetriProgress pr{run.out.n_tokens_read, source.bytes_read(), source.size_bytes(),
-                                             run.out.n_chunks, n_tokens_of(run.cache),
-                                             static_cast<double>(run.out.n_tokens_read) / s};
-                if (!o.on_progress(pr)) return make_error(Errc::Cancelled, "infiniretri: cancelled");
+                const InfiniRetriProgress pr{
+                    run.out.n_tokens_read,  source.bytes_read(),
+                    source.size_bytes(),    run.out.n_chunks,
+                    n_tokens_of(run.cache), static_cast<double>(run.out.n_tokens_read) / s};
+                if (!o.on_progress(pr))
+                    return make_error(Errc::Cancelled, "infiniretri: cancelled");
             }
             return {};
         };
@@ -289,7 +309,8 @@ struct InfiniRetri::Impl {
         }
         if (!chunk.empty()) ATTNRAG_TRY(flush());
         run.out.n_sentences = reader.n_source_sentences();
-        if (run.out.n_chunks == 0) return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
+        if (run.out.n_chunks == 0)
+            return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
         run.out.read_ms = ms_since(t0);
         run.out.kept = std::move(run.cache);
         run.out.n_cache_tokens = n_tokens_of(run.out.kept);
@@ -306,8 +327,9 @@ struct InfiniRetri::Impl {
         auto prompt = build_infiniretri_prompt(tok, o.instruction, question);
         if (!prompt) return prompt.error();
         run.prompt = std::move(prompt).value();
-        const int64_t budget = int64_t{ctx.n_ctx()} - o.max_answer_tokens -
-                               static_cast<int64_t>(run.prompt.prefix.size() + run.prompt.question.size());
+        const int64_t budget =
+            int64_t{ctx.n_ctx()} - o.max_answer_tokens -
+            static_cast<int64_t>(run.prompt.prefix.size() + run.prompt.question.size());
         detail::SentenceTokenReader reader(source, tok, std::max(1, ctx.n_ctx()));
         std::vector<KeptSentence> doc;
         for (;;) {
@@ -316,18 +338,22 @@ struct InfiniRetri::Impl {
             if (!*s) break;
             run.out.n_tokens_read += static_cast<int64_t>((*s)->ids.size());
             if (run.out.n_tokens_read > budget) {
-                return make_error(Errc::OutOfRange, source.name() + ": the document does not fit the " +
-                                                        std::to_string(ctx.n_ctx()) + "-token window with the prompt and " +
-                                                        std::to_string(o.max_answer_tokens) + " answer tokens");
+                return make_error(Errc::OutOfRange,
+                                  source.name() + ": the document does not fit the " +
+                                      std::to_string(ctx.n_ctx()) +
+                                      "-token window with the prompt and " +
+                                      std::to_string(o.max_answer_tokens) + " answer tokens");
             }
             doc.push_back(std::move(**s));
         }
         run.out.n_sentences = reader.n_source_sentences();
-        if (doc.empty()) return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
+        if (doc.empty())
+            return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
         run.out.read_ms = ms_since(t0);
         run.out.n_chunks = 1;
-        run.out.max_prompt_tokens = size_i32(run.prompt.prefix.size() + run.prompt.question.size()) +
-                                    static_cast<int32_t>(run.out.n_tokens_read);
+        run.out.max_prompt_tokens =
+            size_i32(run.prompt.prefix.size() + run.prompt.question.size()) +
+            static_cast<int32_t>(run.out.n_tokens_read);
         return final_answer(run, doc, t0);
     }
 };
@@ -348,11 +374,14 @@ Result<InfiniRetriAnswer> InfiniRetri::answer(SentenceSource& source, std::strin
     return impl_->answer(source, question, options);
 }
 
-Result<InfiniRetriAnswer> InfiniRetri::answer_full(SentenceSource& source, std::string_view question,
+Result<InfiniRetriAnswer> InfiniRetri::answer_full(SentenceSource& source,
+                                                   std::string_view question,
                                                    const InfiniRetriOptions& options) {
     return impl_->answer_full(source, question, options);
 }
 
-Context& InfiniRetri::context() { return impl_->ctx; }
+Context& InfiniRetri::context() {
+    return impl_->ctx;
+}
 
 }  // namespace attnrag::pipelines

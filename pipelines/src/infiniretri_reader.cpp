@@ -8,9 +8,12 @@ namespace attnrag::pipelines::detail {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
-Result<std::vector<TokenId>> encode_with(const Tokenizer& tok, std::string_view sep, std::string_view text) {
+Result<std::vector<TokenId>> encode_with(const Tokenizer& tok, std::string_view sep,
+                                         std::string_view text) {
     std::string s;
     s.reserve(sep.size() + text.size());
     s.append(sep);
@@ -20,7 +23,9 @@ Result<std::vector<TokenId>> encode_with(const Tokenizer& tok, std::string_view 
 
 }  // namespace
 
-std::string_view sentence_separator(const SourceSentence& s) { return s.paragraph_start ? "\n\n" : " "; }
+std::string_view sentence_separator(const SourceSentence& s) {
+    return s.paragraph_start ? "\n\n" : " ";
+}
 
 Result<std::optional<KeptSentence>> SentenceTokenReader::next() {
     while (queue_.empty()) {
@@ -31,7 +36,8 @@ Result<std::optional<KeptSentence>> SentenceTokenReader::next() {
         auto ids = encode_with(*tok_, sentence_separator(**s), (*s)->text);
         if (!ids) return make_error(ids.error().code, source_->name() + ": " + ids.error().message);
         if (static_cast<int64_t>(ids->size()) <= max_tokens_) {
-            queue_.push_back({(*s)->begin, (*s)->end, std::move((*s)->text), std::move(ids).value(), 0.0f});
+            queue_.push_back(
+                {(*s)->begin, (*s)->end, std::move((*s)->text), std::move(ids).value(), 0.0f});
         } else {
             ATTNRAG_TRY(split_long(**s));
         }
@@ -79,14 +85,16 @@ Status SentenceTokenReader::split_long(const SourceSentence& s) {
     while (w < words.size()) {
         size_t last = w;  // words [w, last] form the piece
         int64_t sum = words[w].n_tokens;
-        while (last + 1 < words.size() && sum + words[last + 1].n_tokens <= budget) sum += words[++last].n_tokens;
+        while (last + 1 < words.size() && sum + words[last + 1].n_tokens <= budget)
+            sum += words[++last].n_tokens;
         for (;;) {
-            const std::string_view piece = text.substr(words[w].begin, words[last].end - words[w].begin);
+            const std::string_view piece =
+                text.substr(words[w].begin, words[last].end - words[w].begin);
             auto ids = encode_with(*tok_, first ? sentence_separator(s) : " ", piece);
             if (!ids) return ids.error();
             if (static_cast<int64_t>(ids->size()) <= max_tokens_ || last == w) {
-                queue_.push_back({s.begin + words[w].begin, s.begin + words[last].end, std::string(piece),
-                                  std::move(ids).value(), 0.0f});
+                queue_.push_back({s.begin + words[w].begin, s.begin + words[last].end,
+                                  std::string(piece), std::move(ids).value(), 0.0f});
                 break;
             }
             --last;

@@ -14,7 +14,7 @@ std::string_view sentence_separator(const SourceSentence& s);
 
 // Borrows the source and the tokenizer. Single-threaded.
 class SentenceTokenReader {
-   public:
+ public:
     SentenceTokenReader(SentenceSource& source, const Tokenizer& tok, int32_t max_tokens)
         : source_(&source), tok_(&tok), max_tokens_(max_tokens) {}
 
@@ -23,7 +23,7 @@ class SentenceTokenReader {
 
     int64_t n_source_sentences() const { return n_source_sentences_; }
 
-   private:
+ private:
     Status split_long(const SourceSentence& s);
 
     SentenceSource* source_;

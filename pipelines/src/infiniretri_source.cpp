@@ -1,6 +1,7 @@
 // The streaming sentence source of InfiniRetri: block-wise reading, UTF-8 checks across block
 // edges, ICU sentences with exact byte ranges, the reference splitter's glue rules.
 #include <algorithm>
+#include <cctype>
 #include <deque>
 #include <fstream>
 #include <system_error>
@@ -12,8 +13,12 @@ namespace attnrag::pipelines {
 
 namespace {
 
-bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-bool is_continuation(unsigned char c) { return (c & 0xC0) == 0x80; }
+bool is_ascii_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+bool is_continuation(unsigned char c) {
+    return (c & 0xC0) == 0x80;
+}
 
 // Length of the prefix of s made of whole UTF-8 sequences as far as the lead bytes tell: an
 // incomplete sequence at the very end (cut by a block edge) is left out for the next block.
@@ -24,9 +29,12 @@ size_t complete_prefix(std::string_view s) {
         const auto c = static_cast<unsigned char>(s[n - back]);
         if (is_continuation(c)) continue;
         size_t len = 1;
-        if (c >= 0xF0 && c <= 0xF4) len = 4;
-        else if (c >= 0xE0 && c <= 0xEF) len = 3;
-        else if (c >= 0xC2 && c <= 0xDF) len = 2;
+        if (c >= 0xF0 && c <= 0xF4)
+            len = 4;
+        else if (c >= 0xE0 && c <= 0xEF)
+            len = 3;
+        else if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
         return len > back ? n - back : n;
     }
     return n;
@@ -70,7 +78,8 @@ std::string unwrap_lines(std::string_view s) {
 
 bool has_blank_line(std::string_view gap) {
     return std::count(gap.begin(), gap.end(), '\n') >= 2 ||
-           (gap.find('\n') == std::string_view::npos && std::count(gap.begin(), gap.end(), '\r') >= 2);
+           (gap.find('\n') == std::string_view::npos &&
+            std::count(gap.begin(), gap.end(), '\r') >= 2);
 }
 
 size_t count_chars(std::string_view s) {
@@ -102,7 +111,7 @@ struct SentenceSource::Impl {
 
     std::deque<SourceSentence> ready;
     std::optional<SourceSentence> pending;  // the last sentence: a following fragment may join it
-    bool at_start = true;                   // nothing emitted yet (the first sentence starts a paragraph)
+    bool at_start = true;  // nothing emitted yet (the first sentence starts a paragraph)
 
     Status read_block() {
         const size_t want = std::max<size_t>(1, opt.block_bytes);
@@ -117,7 +126,9 @@ struct SentenceSource::Impl {
             file.read(buf.data() + old, static_cast<std::streamsize>(want));
             const auto got = static_cast<size_t>(file.gcount());
             buf.resize(old + got);
-            if (file.bad()) return make_error(Errc::Io, name + ": read failed at byte offset " + std::to_string(n_read));
+            if (file.bad())
+                return make_error(Errc::Io,
+                                  name + ": read failed at byte offset " + std::to_string(n_read));
             eof = got < want || file.peek() == std::char_traits<char>::eof();
         }
         n_read += buf.size() - old;
@@ -131,10 +142,12 @@ struct SentenceSource::Impl {
         if (!bom_checked) return {};
         const size_t upto = eof ? buf.size() : complete_prefix(buf);
         if (upto > n_valid) {
-            const size_t bad = text::find_invalid_utf8(std::string_view(buf).substr(n_valid, upto - n_valid));
+            const size_t bad =
+                text::find_invalid_utf8(std::string_view(buf).substr(n_valid, upto - n_valid));
             if (bad != text::npos) {
                 return make_error(Errc::InvalidArgument,
-                                  name + ": invalid UTF-8 at byte offset " + std::to_string(buf_base + n_valid + bad));
+                                  name + ": invalid UTF-8 at byte offset " +
+                                      std::to_string(buf_base + n_valid + bad));
             }
             n_valid = upto;
         }
@@ -158,11 +171,13 @@ struct SentenceSource::Impl {
         const std::string_view frag = view.substr(at(b), static_cast<size_t>(e - b));
         if (pending) {
             if (glues(*pending, frag)) {
-                pending->text.append(view.substr(at(pending->end), static_cast<size_t>(e - pending->end)));
+                pending->text.append(
+                    view.substr(at(pending->end), static_cast<size_t>(e - pending->end)));
                 pending->end = e;
                 return;
             }
-            const bool para = has_blank_line(view.substr(at(pending->end), static_cast<size_t>(b - pending->end)));
+            const bool para = has_blank_line(
+                view.substr(at(pending->end), static_cast<size_t>(b - pending->end)));
             ready.push_back(std::move(*pending));
             pending = SourceSentence{b, e, std::string(frag), para};
         } else {
@@ -175,7 +190,8 @@ struct SentenceSource::Impl {
     // its last white space if there is one in its second half, else at a character boundary.
     // Unless `whole`, the tail shorter than the limit is not offered (more text may follow).
     // Returns where the part not offered starts; `consumed` is set past the last piece.
-    size_t offer_cut(std::string_view valid, size_t start, size_t end, bool whole, size_t& consumed) {
+    size_t offer_cut(std::string_view valid, size_t start, size_t end, bool whole,
+                     size_t& consumed) {
         const size_t max = std::max<size_t>(opt.max_sentence_bytes, 4);
         while (end - start > max) {
             const size_t limit = start + max;
@@ -200,18 +216,20 @@ struct SentenceSource::Impl {
     void split() {
         const std::string_view valid = std::string_view(buf).substr(0, n_valid);
         const std::string unwrapped = opt.unwrap_lines ? unwrap_lines(valid) : std::string();
-        const std::vector<text::Span> spans =
-            text::split_sentences(opt.unwrap_lines ? std::string_view(unwrapped) : valid, opt.locale.c_str());
+        const std::vector<text::Span> spans = text::split_sentences(
+            opt.unwrap_lines ? std::string_view(unwrapped) : valid, opt.locale.c_str());
         // Without EOF the last sentence may continue in the next block: hold it back (or, when it
         // has grown past max_sentence_bytes, all of it but its last piece).
         const bool all = eof && n_valid == buf.size();
         const size_t n_final = all ? spans.size() : (spans.empty() ? 0 : spans.size() - 1);
         size_t consumed = 0;
         for (size_t i = 0; i < n_final; ++i) {
-            offer_cut(valid, static_cast<size_t>(spans[i].begin), static_cast<size_t>(spans[i].end), true, consumed);
+            offer_cut(valid, static_cast<size_t>(spans[i].begin), static_cast<size_t>(spans[i].end),
+                      true, consumed);
         }
         if (!all) {
-            const size_t start = n_final < spans.size() ? static_cast<size_t>(spans[n_final].begin) : n_valid;
+            const size_t start =
+                n_final < spans.size() ? static_cast<size_t>(spans[n_final].begin) : n_valid;
             offer_cut(valid, start, n_valid, false, consumed);
         }
         // Keep the bytes from the end of the last offered sentence: a glued fragment takes the
@@ -250,11 +268,14 @@ SentenceSource::SentenceSource(SentenceSource&&) noexcept = default;
 SentenceSource& SentenceSource::operator=(SentenceSource&&) noexcept = default;
 SentenceSource::~SentenceSource() = default;
 
-Result<SentenceSource> SentenceSource::open(const std::filesystem::path& path, const SentenceSourceOptions& options) {
+Result<SentenceSource> SentenceSource::open(const std::filesystem::path& path,
+                                            const SentenceSourceOptions& options) {
     std::error_code ec;
     const auto status = std::filesystem::status(path, ec);
-    if (ec || !std::filesystem::exists(status)) return make_error(Errc::NotFound, path.string() + ": no such file");
-    if (std::filesystem::is_directory(status)) return make_error(Errc::Io, path.string() + ": is a directory");
+    if (ec || !std::filesystem::exists(status))
+        return make_error(Errc::NotFound, path.string() + ": no such file");
+    if (std::filesystem::is_directory(status))
+        return make_error(Errc::Io, path.string() + ": is a directory");
     auto impl = std::make_unique<Impl>();
     impl->opt = options;
     impl->name = path.string();
@@ -266,7 +287,8 @@ Result<SentenceSource> SentenceSource::open(const std::filesystem::path& path, c
     return SentenceSource(std::move(impl));
 }
 
-SentenceSource SentenceSource::from_text(std::string text, const SentenceSourceOptions& options, std::string name) {
+SentenceSource SentenceSource::from_text(std::string text, const SentenceSourceOptions& options,
+                                         std::string name) {
     auto impl = std::make_unique<Impl>();
     impl->opt = options;
     impl->name = std::move(name);
@@ -277,9 +299,17 @@ SentenceSource SentenceSource::from_text(std::string text, const SentenceSourceO
     return SentenceSource(std::move(impl));
 }
 
-Result<std::optional<SourceSentence>> SentenceSource::next() { return impl_->next(); }
-uint64_t SentenceSource::bytes_read() const { return impl_->n_read; }
-uint64_t SentenceSource::size_bytes() const { return impl_->size; }
-const std::string& SentenceSource::name() const { return impl_->name; }
+Result<std::optional<SourceSentence>> SentenceSource::next() {
+    return impl_->next();
+}
+uint64_t SentenceSource::bytes_read() const {
+    return impl_->n_read;
+}
+uint64_t SentenceSource::size_bytes() const {
+    return impl_->size;
+}
+const std::string& SentenceSource::name() const {
+    return impl_->name;
+}
 
 }  // namespace attnrag::pipelines

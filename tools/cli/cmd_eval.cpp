@@ -629,13 +629,15 @@ int eval_qa(int argc, char** argv) {
 int cmd_eval(int argc, char** argv) {
     if (argc < 1 || std::string(argv[0]) == "--help") {
         std::printf("usage: attnrag eval retrieval --beir DIR [--mode bm25|dense|hybrid] [--json]\n"
-                    "       attnrag eval qa (--passages FILE.jsonl | --corpus DIR) [--assembly MODE] [--json]\n");
+                    "       attnrag eval qa (--passages FILE.jsonl | --corpus DIR) [--assembly MODE] [--json]\n"
+                    "       attnrag eval niah --haystack PATH --needles FILE --lengths 4k,16k [--depths ...] [--plot F.svg]\n");
         return argc < 1 ? 2 : 0;
     }
     std::string what = argv[0];
     if (what == "retrieval") return eval_retrieval(argc - 1, argv + 1);
     if (what == "qa") return eval_qa(argc - 1, argv + 1);
-    return fail_usage("eval", "unknown evaluation '" + what + "' (retrieval, qa)");
+    if (what == "niah") return eval_niah(argc - 1, argv + 1);
+    return fail_usage("eval", "unknown evaluation '" + what + "' (retrieval, qa, niah)");
 }
 
 }  // namespace attnrag::cli

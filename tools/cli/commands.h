@@ -27,6 +27,7 @@ int cmd_search(int argc, char** argv);
 int cmd_ask(int argc, char** argv);
 int cmd_docs(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int eval_niah(int argc, char** argv);  // attnrag eval niah (cmd_eval_niah.cpp)
 
 // Pieces shared between subcommands.
 

@@ -1,0 +1,398 @@
+// InfiniRetri: the streaming sentence source (byte ranges, block edges, UTF-8 errors) and the
+// pipeline on the real SmolLM2 (cache cap, a needle found in a haystack, a document larger than
+// the window read with bounded memory).
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "attnrag/model.hpp"
+#include "attnrag/pipelines/infiniretri.hpp"
+#include "attnrag/pipelines/qa_metrics.hpp"
+#include "test_support.hpp"
+
+using namespace attnrag;
+using namespace attnrag::pipelines;
+namespace fs = std::filesystem;
+
+namespace {
+
+const Model& real_model() {
+    static std::optional<Model> model;
+    if (!model) {
+        auto path = test::model_path();
+        if (path.empty())
+            FAIL("the default model is missing: run ./scripts/setup.sh (or set ATTNRAG_MODEL)");
+        auto m = Model::load(path.string());
+        if (!m) FAIL(m.error().message);
+        model.emplace(std::move(m).value());
+    }
+    return *model;
+}
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_file(const fs::path& p, std::string_view bytes) {
+    std::ofstream out(p, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<SourceSentence> all_sentences(SentenceSource& src) {
+    std::vector<SourceSentence> out;
+    for (;;) {
+        auto s = src.next();
+        REQUIRE(s.ok());
+        if (!*s) break;
+        out.push_back(std::move(**s));
+    }
+    return out;
+}
+
+// Paul Graham's essays, sorted by name, joined by blank lines.
+std::string essays() {
+    const fs::path dir =
+        test::shared_data_dir() / "niah" / "paul_graham_essays" / "PaulGrahamEssays";
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        if (e.path().extension() == ".txt") files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    std::string text;
+    for (const auto& f : files) {
+        if (!text.empty()) text += "\n\n";
+        text += slurp(f);
+    }
+    return text;
+}
+
+struct Needle {
+    std::string needle, question;
+    std::vector<std::string> answers;
+};
+
+Needle first_needle() {
+    std::ifstream in(test::shared_data_dir() / "eval" / "niah_needles.jsonl");
+    std::string line;
+    REQUIRE(std::getline(in, line));
+    auto j = nlohmann::json::parse(line);
+    return {j.at("needle"), j.at("question"), j.at("answers").get<std::vector<std::string>>()};
+}
+
+// The token count of a sentence as the pipeline tokenizes it (one leading separator).
+size_t n_tokens(const Tokenizer& tok, const SourceSentence& s) {
+    auto ids = tok.encode((s.paragraph_start ? "\n\n" : " ") + s.text, false);
+    REQUIRE(ids.ok());
+    return ids->size();
+}
+
+// The first sentences of `text` totalling about n tokens, with the needle inserted after the
+// sentence at `depth` (0..1) of them.
+std::string haystack(const Tokenizer& tok, const std::string& text, size_t n, double depth,
+                     const std::string& needle) {
+    auto src = SentenceSource::from_text(text);
+    std::vector<uint64_t> ends;
+    std::vector<size_t> cum;
+    size_t total = 0;
+    while (total < n) {
+        auto s = src.next();
+        REQUIRE(s.ok());
+        REQUIRE(*s);
+        total += n_tokens(tok, **s);
+        ends.push_back((*s)->end);
+        cum.push_back(total);
+    }
+    size_t at = 0;
+    while (at + 1 < cum.size() && static_cast<double>(cum[at]) < depth * static_cast<double>(total))
+        ++at;
+    const auto cut = static_cast<size_t>(ends[at]);
+    return text.substr(0, cut) + " " + needle +
+           text.substr(cut, static_cast<size_t>(ends.back()) - cut);
+}
+
+long vm_hwm_kib() {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line)) {
+        if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("sentences carry the exact byte ranges of their text at any block size",
+          "[infiniretri]") {
+    const std::string text =
+        "The first line of a paragraph\nwraps onto a second line. A short one.\n\n"
+        "Caf\xC3\xA9 au lait costs \xE2\x82\xAC"
+        "3. Emoji \xF0\x9F\x98\x80 here! "
+        "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE6\x96\x87\xE3\x80\x82"
+        "Last sentence without a full stop";
+    const fs::path dir = test::make_temp_dir("infiniretri_src");
+    const fs::path file = dir / "doc.txt";
+    write_file(file, text);
+
+    auto whole = SentenceSource::from_text(text);
+    const auto ref = all_sentences(whole);
+    REQUIRE(ref.size() >= 5);
+    CHECK(ref[0].text == "The first line of a paragraph\nwraps onto a second line.");  // unwrapped
+    CHECK(ref[0].paragraph_start);
+    CHECK_FALSE(ref[1].paragraph_start);
+    CHECK(ref[2].paragraph_start);
+    CHECK(ref.back().text == "Last sentence without a full stop");
+    for (size_t block :
+         {size_t{1}, size_t{2}, size_t{3}, size_t{5}, size_t{7}, size_t{64}, size_t{1} << 18}) {
+        INFO("block " << block);
+        auto src = SentenceSource::open(file, {.block_bytes = block});
+        REQUIRE(src.ok());
+        const auto got = all_sentences(*src);
+        REQUIRE(got.size() == ref.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+            CHECK(got[i].begin == ref[i].begin);
+            CHECK(got[i].end == ref[i].end);
+            CHECK(got[i].text == text.substr(got[i].begin, got[i].end - got[i].begin));
+            CHECK(got[i].paragraph_start == ref[i].paragraph_start);
+        }
+        CHECK(src->bytes_read() == text.size());
+    }
+}
+
+TEST_CASE("a long essay file streams in small blocks to the same sentences", "[infiniretri]") {
+    const std::string text = essays().substr(0, 200000);
+    const fs::path file = test::make_temp_dir("infiniretri_essay") / "essays.txt";
+    write_file(file, text);
+    auto whole = SentenceSource::from_text(text);
+    const auto ref = all_sentences(whole);
+    REQUIRE(ref.size() > 1000);
+    for (size_t block : {size_t{97}, size_t{4096}}) {
+        INFO("block " << block);
+        auto src = SentenceSource::open(file, {.block_bytes = block});
+        REQUIRE(src.ok());
+        const auto got = all_sentences(*src);
+        REQUIRE(got.size() == ref.size());
+        size_t mismatches = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+            mismatches += got[i].begin != ref[i].begin || got[i].end != ref[i].end;
+            REQUIRE(got[i].text == text.substr(got[i].begin, got[i].end - got[i].begin));
+        }
+        CHECK(mismatches == 0);
+    }
+}
+
+TEST_CASE("fragments are glued and runs without breaks are cut", "[infiniretri]") {
+    SECTION("short fragment after a full stop") {
+        auto src = SentenceSource::from_text("I met Dr. No. It was a long and sunny day.");
+        const auto got = all_sentences(src);
+        REQUIRE(got.size() == 2);
+        CHECK(got[0].text == "I met Dr. No.");
+        CHECK(got[1].text == "It was a long and sunny day.");
+    }
+    SECTION("a run without breaks is cut at white space") {
+        std::string text;
+        for (int i = 0; i < 400; ++i) text += "word" + std::to_string(i) + " ";
+        auto src = SentenceSource::from_text(text, {.block_bytes = 100, .max_sentence_bytes = 256});
+        const auto got = all_sentences(src);
+        REQUIRE(got.size() > 8);
+        for (const auto& s : got) {
+            CHECK(s.text.size() <= 256);
+            CHECK(s.text == text.substr(s.begin, s.end - s.begin));
+            CHECK(s.text.front() != ' ');
+            CHECK(s.text.back() != ' ');
+        }
+    }
+}
+
+TEST_CASE("invalid UTF-8 is reported with its byte offset", "[infiniretri]") {
+    const fs::path dir = test::make_temp_dir("infiniretri_bad");
+    struct Case {
+        std::string bytes;
+        uint64_t offset;
+    };
+    const std::vector<Case> cases = {
+        {"Fine text. More fine text \xFF and the rest.", 26},
+        {"Caf\xC3\xA9 ok. \xE2\x82", 10},                // truncated at the end of the file
+        {"ab\xC3\xA9\xC3(cd. Ok.", 4},                   // lead byte followed by a non-continuation
+        {"\xEF\xBB\xBFWith a BOM. Then \xC0\xAF.", 20},  // overlong, offset counts the BOM
+    };
+    for (size_t c = 0; c < cases.size(); ++c) {
+        const fs::path file = dir / ("bad" + std::to_string(c) + ".txt");
+        write_file(file, cases[c].bytes);
+        for (size_t block : {size_t{1}, size_t{2}, size_t{3}, size_t{4}, size_t{1} << 18}) {
+            INFO("case " << c << " block " << block);
+            auto src = SentenceSource::open(file, {.block_bytes = block});
+            REQUIRE(src.ok());
+            std::optional<Error> err;
+            for (;;) {
+                auto s = src->next();
+                if (!s) {
+                    err = s.error();
+                    break;
+                }
+                if (!*s) break;
+            }
+            REQUIRE(err);
+            CHECK(err->code == Errc::InvalidArgument);
+            CHECK(err->message == file.string() + ": invalid UTF-8 at byte offset " +
+                                      std::to_string(cases[c].offset));
+        }
+    }
+    auto missing = SentenceSource::open(dir / "missing.txt");
+    REQUIRE_FALSE(missing.ok());
+    CHECK(missing.error().code == Errc::NotFound);
+}
+
+TEST_CASE("the sentence cache respects its cap and kept sentences slice the source",
+          "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const std::string text = essays().substr(0, 12000);
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    auto src = SentenceSource::from_text(text);
+    int32_t n_progress = 0;
+    InfiniRetriOptions o;
+    o.chunk_tokens = 512;
+    o.cache_tokens = 96;
+    o.max_answer_tokens = 8;
+    o.on_progress = [&](const InfiniRetriProgress& p) {
+        ++n_progress;
+        CHECK(p.n_cache_tokens <= 96);
+        CHECK(p.n_chunks == n_progress);
+        return true;
+    };
+    auto a = ir->answer(src, "What do addictive things have in common?", o);
+    REQUIRE(a.ok());
+    CHECK(a->cache_limit == 96);
+    CHECK(a->n_chunks == n_progress);
+    CHECK(a->n_chunks >= 5);
+    CHECK(a->n_cache_tokens <= 96);
+    REQUIRE_FALSE(a->kept.empty());
+    int32_t sum = 0;
+    uint64_t prev_end = 0;
+    for (const auto& k : a->kept) {
+        CHECK(k.text == text.substr(k.begin, k.end - k.begin));
+        CHECK(k.begin >= prev_end);  // document order, disjoint
+        prev_end = k.end;
+        sum += static_cast<int32_t>(k.ids.size());
+    }
+    CHECK(sum == a->n_cache_tokens);
+
+    // Cancelling from the progress callback stops the run.
+    auto again = SentenceSource::from_text(text);
+    o.on_progress = [](const InfiniRetriProgress&) { return false; };
+    auto c = ir->answer(again, "What do addictive things have in common?", o);
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().code == Errc::Cancelled);
+}
+
+TEST_CASE("sentences longer than a chunk are split at spaces", "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    std::string text = "The vault code is 4471.";
+    for (int i = 0; i < 120; ++i) text += " and then another clause number " + std::to_string(i);
+    text += ".";
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    auto src = SentenceSource::from_text(text);
+    InfiniRetriOptions o;
+    o.chunk_tokens = 64;
+    o.top_k = 1000;  // keep everything: every piece is visible in `kept`
+    o.max_answer_tokens = 4;
+    auto a = ir->answer(src, "What is the vault code?", o);
+    REQUIRE(a.ok());
+    CHECK(a->n_chunks > 10);
+    uint64_t covered = 0;
+    for (const auto& k : a->kept) {
+        CHECK(static_cast<int32_t>(k.ids.size()) <= 64);
+        CHECK(k.text == text.substr(k.begin, k.end - k.begin));
+        covered += k.end - k.begin;
+    }
+    CHECK(a->kept.size() > 10);
+    CHECK(covered > text.size() / 2);
+}
+
+TEST_CASE("a needle in a small haystack is found with the real model", "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const Needle n = first_needle();
+    const std::string text = haystack(model.tokenizer(), essays(), 3500, 0.5, n.needle);
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    auto src = SentenceSource::from_text(text);
+    std::string streamed;
+    InfiniRetriOptions o;
+    o.on_text = [&](std::string_view t) {
+        streamed += t;
+        return true;
+    };
+    auto a = ir->answer(src, n.question, o);
+    REQUIRE(a.ok());
+    INFO("answer: " << a->text);
+    CHECK(a->n_chunks >= 3);
+    CHECK(streamed == a->text);
+    CHECK(contains_answer(a->text, n.answers));
+    const bool needle_kept =
+        std::any_of(a->kept.begin(), a->kept.end(), [&](const KeptSentence& k) {
+            return k.text == n.needle && text.substr(k.begin, k.end - k.begin) == n.needle;
+        });
+    CHECK(needle_kept);
+}
+
+TEST_CASE("a file larger than the window streams with a bounded cache", "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const Tokenizer& tok = model.tokenizer();
+    const std::string base = essays().substr(0, 70000);
+    const fs::path file = test::make_temp_dir("infiniretri_big") / "big.txt";
+    {
+        std::ofstream out(file, std::ios::binary);
+        for (int i = 0; i < 2; ++i) out << base << "\n\n";
+    }
+    // Expected: the chunks that greedy packing of the per-sentence token counts gives.
+    constexpr int32_t kChunk = 1024;
+    int64_t expected_tokens = 0;
+    int32_t expected_chunks = 0;
+    {
+        auto src = SentenceSource::open(file, {.block_bytes = 16 << 10});
+        REQUIRE(src.ok());
+        int64_t in_chunk = 0;
+        for (const auto& s : all_sentences(*src)) {
+            const auto t = static_cast<int64_t>(n_tokens(tok, s));
+            REQUIRE(t <= kChunk);
+            expected_tokens += t;
+            if (in_chunk > 0 && in_chunk + t > kChunk) {
+                ++expected_chunks;
+                in_chunk = 0;
+            }
+            in_chunk += t;
+        }
+        if (in_chunk > 0) ++expected_chunks;
+    }
+    REQUIRE(expected_tokens > 3 * 8192);
+
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    const long hwm_before = vm_hwm_kib();
+    auto src = SentenceSource::open(file, {.block_bytes = 16 << 10});
+    REQUIRE(src.ok());
+    InfiniRetriOptions o;
+    o.max_answer_tokens = 16;
+    int32_t max_cache = 0;
+    o.on_progress = [&](const InfiniRetriProgress& p) {
+        max_cache = std::max(max_cache, p.n_cache_tokens);
+        return true;
+    };
+    auto a = ir->answer(*src, "What is the main point of the essays?", o);
+    REQUIRE(a.ok());
+    const long hwm_after = vm_hwm_kib();
+    INFO("VmHWM growth " << (hwm_after - hwm_before) / 1024 << " MiB; max cache " << max_cache
+                         << " tokens");
+    CHECK(a->n_tokens_read == expected_tokens);
+    CHECK(a->n_chunks == expected_chunks);
+    CHECK(max_cache <= a->cache_limit);
+    CHECK(a->max_prompt_tokens <= 8192);
+    CHECK(a->max_prompt_tokens < a->n_tokens_read / 3);
+    // A KV cache of the whole document (30 layers x K and V x 192 f32 values per token) would
+    // need ~1.3 GiB; one window's work must stay far below that.
+    CHECK(hwm_after - hwm_before < 300 * 1024);
+}

@@ -1,0 +1,584 @@
+// attnrag eval niah: needle-in-a-haystack over a grid of haystack lengths x needle depths
+// (InfiniRetri or one full prompt), printed as a grid, as JSON, and as an SVG heatmap.
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "args.h"
+#include "attnrag/pipelines/infiniretri.hpp"
+#include "attnrag/pipelines/qa_metrics.hpp"
+#include "attnrag/text.hpp"
+#include "common.h"
+#include "progress.h"
+
+namespace attnrag::cli {
+
+
+namespace {
+
+namespace fs = std::filesystem;
+using pipelines::InfiniRetri;
+using pipelines::SentenceSource;
+
+struct Needle {
+    std::string id, needle, question;
+    std::vector<std::string> answers;
+};
+
+struct Cell {
+    int64_t length = 0;
+    int32_t depth = 0;
+    std::string needle_id;
+    bool hit = false, skipped = false;
+    double seconds = 0;
+    int64_t tokens_read = 0;
+    int32_t n_chunks = 0, cache_tokens = 0;
+    std::string prediction;
+};
+
+// "4k" -> 4000, "1m" -> 1000000, "2500" -> 2500 (decimal multipliers, as NIH tables write them).
+std::optional<int64_t> parse_length(std::string s) {
+    if (s.empty()) return std::nullopt;
+    int64_t mult = 1;
+    const char last = static_cast<char>(std::tolower(static_cast<unsigned char>(s.back())));
+    if (last == 'k') mult = 1000;
+    if (last == 'm') mult = 1000000;
+    if (mult != 1) s.pop_back();
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0' || v <= 0) return std::nullopt;
+    return static_cast<int64_t>(std::llround(v * static_cast<double>(mult)));
+}
+
+std::string length_label(int64_t n) {
+    if (n >= 1000000 && n % 1000000 == 0) return std::to_string(n / 1000000) + "M";
+    if (n >= 1000 && n % 1000 == 0) return std::to_string(n / 1000) + "K";
+    return std::to_string(n);
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        if (!item.empty()) out.push_back(item);
+    }
+    return out;
+}
+
+std::optional<std::vector<int32_t>> parse_ints(const std::string& s) {
+    std::vector<int32_t> out;
+    for (const auto& item : split_list(s)) {
+        char* end = nullptr;
+        const long v = std::strtol(item.c_str(), &end, 10);
+        if (*end != '\0') return std::nullopt;
+        out.push_back(static_cast<int32_t>(v));
+    }
+    return out;
+}
+
+Result<std::vector<Needle>> read_needles(const fs::path& path) {
+    std::ifstream in(path);
+    if (!in) return make_error(Errc::NotFound, path.string() + ": cannot open");
+    std::vector<Needle> out;
+    std::string line;
+    int line_no = 0;
+    while (std::getline(in, line)) {
+        ++line_no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_discarded() || !j.is_object() || !j.contains("needle") ||
+            !j.contains("question") || !j.contains("answers")) {
+            return make_error(Errc::InvalidArgument,
+                              path.string() + ":" + std::to_string(line_no) +
+                                  ": expected {\"id\", \"needle\", \"question\", \"answers\"}");
+        }
+        Needle n;
+        n.id = j.value("id", "needle" + std::to_string(out.size()));
+        n.needle = j["needle"].get<std::string>();
+        n.question = j["question"].get<std::string>();
+        n.answers = j["answers"].get<std::vector<std::string>>();
+        out.push_back(std::move(n));
+    }
+    if (out.empty()) return make_error(Errc::InvalidArgument, path.string() + ": no needles");
+    return out;
+}
+
+// ---- Haystack -------------------------------------------------------------------------------
+
+// The haystack source text (the files joined by blank lines, repeated as needed) split once into
+// sentences with the pipeline's token counts; a haystack of any length is a prefix of the cycle,
+// built as text (never as token ids).
+class Haystack {
+ public:
+    static Result<Haystack> load(const fs::path& path, const Tokenizer& tok) {
+        std::vector<fs::path> files;
+        std::error_code ec;
+        if (fs::is_directory(path, ec)) {
+            for (auto it = fs::recursive_directory_iterator(path, ec);
+                 !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+                if (it->is_regular_file() && it->path().extension() == ".txt")
+                    files.push_back(it->path());
+            }
+            std::sort(files.begin(), files.end());
+        } else if (fs::exists(path, ec)) {
+            files.push_back(path);
+        }
+        if (files.empty()) return make_error(Errc::NotFound, path.string() + ": no .txt files");
+        Haystack h;
+        for (const auto& f : files) {
+            std::ifstream in(f, std::ios::binary);
+            std::string body((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+            if (const size_t bad = text::find_invalid_utf8(body); bad != text::npos) {
+                return make_error(
+                    Errc::InvalidArgument,
+                    f.string() + ": invalid UTF-8 at byte offset " + std::to_string(bad));
+            }
+            h.text_ += body;
+            h.text_ += "\n\n";
+        }
+        auto src = SentenceSource::from_text(h.text_);
+        for (;;) {
+            auto s = src.next();
+            if (!s) return s.error();
+            if (!*s) break;
+            auto ids =
+                tok.encode((*s)->paragraph_start ? "\n\n" + (*s)->text : " " + (*s)->text, false);
+            if (!ids) return ids.error();
+            h.ends_.push_back((*s)->end);
+            h.tokens_.push_back(static_cast<int64_t>(ids->size()));
+        }
+        if (h.ends_.empty()) return make_error(Errc::InvalidArgument, path.string() + ": no text");
+        return h;
+    }
+
+    size_t n_files_text_bytes() const { return text_.size(); }
+
+    // The first sentences of the cycle totalling at most n_tokens (at least one), and the
+    // cumulative token count before each sentence boundary: boundaries[k] = tokens of sentences
+    // [0, k), with byte offsets where those sentences end.
+    struct Cut {
+        std::string text;
+        std::vector<uint64_t> end_bytes;  // [n_sentences] end of sentence k in `text`
+        std::vector<int64_t> before;      // [n_sentences + 1] tokens before sentence k
+    };
+    Cut cut(int64_t n_tokens) const {
+        Cut c;
+        c.before.push_back(0);
+        size_t k = 0;
+        uint64_t cycle_base = 0;  // offset of the current cycle in c.text
+        while (true) {
+            const int64_t t = tokens_[k];
+            if (!c.end_bytes.empty() && c.before.back() + t > n_tokens) break;
+            c.end_bytes.push_back(cycle_base + ends_[k]);
+            c.before.push_back(c.before.back() + t);
+            if (++k == ends_.size()) {
+                k = 0;
+                c.text += text_;
+                cycle_base += text_.size();
+            }
+        }
+        const uint64_t end = c.end_bytes.back();
+        if (end > c.text.size())
+            c.text += std::string_view(text_).substr(0, static_cast<size_t>(end - cycle_base));
+        c.text.resize(static_cast<size_t>(end));
+        return c;
+    }
+
+ private:
+    std::string text_;
+    std::vector<uint64_t> ends_;   // sentence end offsets in text_
+    std::vector<int64_t> tokens_;  // sentence token counts (with the leading separator)
+};
+
+// The haystack with the needle inserted at the sentence boundary nearest depth% of its tokens.
+std::string with_needle(const Haystack::Cut& c, int32_t depth, const std::string& needle) {
+    const double target = static_cast<double>(c.before.back()) * depth / 100.0;
+    size_t best = 0;
+    for (size_t k = 0; k < c.before.size(); ++k) {
+        if (std::abs(static_cast<double>(c.before[k]) - target) <
+            std::abs(static_cast<double>(c.before[best]) - target)) {
+            best = k;
+        }
+    }
+    if (best == 0) return needle + "\n\n" + c.text;
+    const auto pos = static_cast<size_t>(c.end_bytes[best - 1]);
+    std::string out;
+    out.reserve(c.text.size() + needle.size() + 1);
+    out.append(c.text, 0, pos);
+    out += ' ';
+    out += needle;
+    out.append(c.text, pos, std::string::npos);
+    return out;
+}
+
+// ---- SVG heatmap ----------------------------------------------------------------------------
+
+// Red (0) -> amber (0.5) -> green (1).
+std::string heat_colour(double v) {
+    v = std::clamp(v, 0.0, 1.0);
+    const double r0[3] = {215, 48, 39}, r1[3] = {254, 224, 139}, r2[3] = {26, 152, 80};
+    const double* a = v < 0.5 ? r0 : r1;
+    const double* b = v < 0.5 ? r1 : r2;
+    const double t = v < 0.5 ? v / 0.5 : (v - 0.5) / 0.5;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "#%02x%02x%02x",
+                  static_cast<int>(std::lround(a[0] + (b[0] - a[0]) * t)),
+                  static_cast<int>(std::lround(a[1] + (b[1] - a[1]) * t)),
+                  static_cast<int>(std::lround(a[2] + (b[2] - a[2]) * t)));
+    return buf;
+}
+
+std::string xml_escape(std::string_view s) {
+    std::string out;
+    for (char c : s) {
+        switch (c) {
+            case '&': out += "&amp;"; break;
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '"': out += "&quot;"; break;
+            default: out += c;
+        }
+    }
+    return out;
+}
+
+// Rows: lengths (shortest at the top); columns: depths. Each cell shows hits/needles.
+std::string heatmap_svg(const std::string& title, const std::vector<int64_t>& lengths,
+                        const std::vector<int32_t>& depths,
+                        const std::map<std::pair<size_t, size_t>, std::pair<int, int>>& grid) {
+    const int cell_w = 56, cell_h = 34, left = 110, top = 64, legend_w = 260;
+    // Width: the grid, the legend or the title (~8 px per character at 15 px), whichever is widest.
+    const int width = std::max({left + cell_w * static_cast<int>(depths.size()) + 40,
+                                left + legend_w + 40, 40 + 8 * static_cast<int>(title.size())});
+    const int height = top + cell_h * static_cast<int>(lengths.size()) + 110;
+    std::ostringstream o;
+    o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" font-family=\"Helvetica, Arial, sans-serif\">\n";
+    o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+    o << "<text x=\"20\" y=\"24\" font-size=\"15\" font-weight=\"bold\">" << xml_escape(title)
+      << "</text>\n";
+    o << "<text x=\"" << left + cell_w * static_cast<int>(depths.size()) / 2 << "\" y=\""
+      << top - 26
+      << "\" font-size=\"12\" text-anchor=\"middle\">Needle depth (% of the haystack)</text>\n";
+    for (size_t c = 0; c < depths.size(); ++c) {
+        o << "<text x=\"" << left + cell_w * static_cast<int>(c) + cell_w / 2 << "\" y=\""
+          << top - 8 << "\" font-size=\"11\" text-anchor=\"middle\">" << depths[c] << "%</text>\n";
+    }
+    const int rows_mid = top + cell_h * static_cast<int>(lengths.size()) / 2;
+    o << "<text x=\"18\" y=\"" << rows_mid
+      << "\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << rows_mid
+      << ")\">Haystack length (tokens)</text>\n";
+    for (size_t r = 0; r < lengths.size(); ++r) {
+        const int y = top + cell_h * static_cast<int>(r);
+        o << "<text x=\"" << left - 8 << "\" y=\"" << y + cell_h / 2 + 4
+          << "\" font-size=\"11\" text-anchor=\"end\">" << length_label(lengths[r]) << "</text>\n";
+        for (size_t c = 0; c < depths.size(); ++c) {
+            const int x = left + cell_w * static_cast<int>(c);
+            auto it = grid.find({r, c});
+            if (it == grid.end() || it->second.second == 0) {
+                o << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cell_w
+                  << "\" height=\"" << cell_h << "\" fill=\"#dddddd\" stroke=\"white\"/>\n";
+                o << "<text x=\"" << x + cell_w / 2 << "\" y=\"" << y + cell_h / 2 + 4
+                  << "\" font-size=\"10\" text-anchor=\"middle\" fill=\"#666666\">n/a</text>\n";
+                continue;
+            }
+            const auto [hits, n] = it->second;
+            const double v = static_cast<double>(hits) / n;
+            o << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cell_w << "\" height=\""
+              << cell_h << "\" fill=\"" << heat_colour(v) << "\" stroke=\"white\"><title>"
+              << length_label(lengths[r]) << " tokens, depth " << depths[c] << "%: " << hits << "/"
+              << n << "</title></rect>\n";
+            o << "<text x=\"" << x + cell_w / 2 << "\" y=\"" << y + cell_h / 2 + 4
+              << "\" font-size=\"11\" text-anchor=\"middle\" fill=\""
+              << (v < 0.25 ? "white" : "black") << "\">" << hits << "/" << n << "</text>\n";
+        }
+    }
+    // Legend: the colour scale from 0 to 1.
+    const int ly = top + cell_h * static_cast<int>(lengths.size()) + 30;
+    o << "<defs><linearGradient id=\"scale\">";
+    for (int s = 0; s <= 4; ++s) {
+        o << "<stop offset=\"" << s * 25 << "%\" stop-color=\"" << heat_colour(s / 4.0) << "\"/>";
+    }
+    o << "</linearGradient></defs>\n";
+    o << "<text x=\"" << left << "\" y=\"" << ly - 6
+      << "\" font-size=\"11\">Accuracy (needles found / needles)</text>\n";
+    o << "<rect x=\"" << left << "\" y=\"" << ly << "\" width=\"" << legend_w - 60
+      << "\" height=\"14\" fill=\"url(#scale)\"/>\n";
+    o << "<text x=\"" << left << "\" y=\"" << ly + 28 << "\" font-size=\"10\">0</text>\n";
+    o << "<text x=\"" << left + (legend_w - 60) / 2 << "\" y=\"" << ly + 28
+      << "\" font-size=\"10\" text-anchor=\"middle\">0.5</text>\n";
+    o << "<text x=\"" << left + legend_w - 60 << "\" y=\"" << ly + 28
+      << "\" font-size=\"10\" text-anchor=\"end\">1</text>\n";
+    o << "</svg>\n";
+    return o.str();
+}
+
+}  // namespace
+
+int eval_niah(int argc, char** argv) {
+    const std::vector<OptionSpec> specs = {
+        {"haystack", true, "haystack: a .txt file or a folder of .txt files (required)"},
+        {"needles", true, "needles JSONL: {id, needle, question, answers} (required)"},
+        {"lengths", true, "haystack lengths in tokens, e.g. 4k,16k,128k,1m (default 4k)"},
+        {"depths", true, "needle depths in % (default 0,10,...,100)"},
+        {"mode", true, "infiniretri | full (default infiniretri)"},
+        {"limit-needles", true, "use only the first N needles"},
+        {"chunk-tokens", true, "InfiniRetri chunk size (default 1024)"},
+        {"top-k", true, "InfiniRetri tokens kept per chunk (default 300)"},
+        {"cache-tokens", true, "InfiniRetri cache cap (default 4096)"},
+        {"layers", true,
+         "layers whose attention is read, e.g. 29 or 12,13,14 (default: the middle layer)"},
+        {"max-answer-tokens", true, "answer length limit (default 32)"},
+        {"json", false, "print one JSON object"},
+        {"plot", true, "write an SVG heatmap (lengths x depths) to this file"},
+        {"verbose", false, "print every cell's answer"},
+        kModelOption,
+        kThreadsOption,
+        {"help", false, "show this help"},
+    };
+    Args args(argc, argv, specs);
+    if (args.flag("help")) {
+        std::printf(
+            "%s",
+            usage_text("eval niah",
+                       "--haystack PATH --needles FILE [--lengths 4k,16k] [--depths 0,50,100] "
+                       "[--mode infiniretri|full] [--json] [--plot F.svg]",
+                       specs)
+                .c_str());
+        return 0;
+    }
+    const auto limit = args.get_int("limit-needles", 0);
+    const auto n_threads = static_cast<int32_t>(args.get_int("threads", 0));
+    pipelines::InfiniRetriOptions opt;
+    opt.chunk_tokens = static_cast<int32_t>(args.get_int("chunk-tokens", opt.chunk_tokens));
+    opt.top_k = static_cast<int32_t>(args.get_int("top-k", opt.top_k));
+    opt.cache_tokens = static_cast<int32_t>(args.get_int("cache-tokens", opt.cache_tokens));
+    opt.max_answer_tokens = static_cast<int32_t>(args.get_int("max-answer-tokens", 32));
+    if (!args.ok()) return fail_usage("eval", args.error());
+    const auto haystack_path = args.get("haystack");
+    const auto needles_path = args.get("needles");
+    if (!haystack_path || !needles_path)
+        return fail_usage("eval", "--haystack and --needles are required");
+    const std::string mode = args.get_or("mode", "infiniretri");
+    if (mode != "infiniretri" && mode != "full")
+        return fail_usage("eval", "--mode must be infiniretri or full");
+    std::vector<int64_t> lengths;
+    for (const auto& s : split_list(args.get_or("lengths", "4k"))) {
+        auto v = parse_length(s);
+        if (!v) return fail_usage("eval", "bad length '" + s + "' (examples: 4000, 4k, 1m)");
+        lengths.push_back(*v);
+    }
+    auto depths = parse_ints(args.get_or("depths", "0,10,20,30,40,50,60,70,80,90,100"));
+    if (!depths || depths->empty() || lengths.empty())
+        return fail_usage("eval", "bad --depths or --lengths");
+    for (int32_t d : *depths) {
+        if (d < 0 || d > 100) return fail_usage("eval", "depths must be in [0, 100]");
+    }
+    if (auto l = args.get("layers")) {
+        auto v = parse_ints(*l);
+        if (!v) return fail_usage("eval", "bad --layers '" + *l + "'");
+        opt.layers = *v;
+    }
+    const bool json = args.flag("json"), verbose = args.flag("verbose");
+
+    auto needles = read_needles(*needles_path);
+    if (!needles) return fail("eval", needles.error().message);
+    if (limit > 0 && static_cast<size_t>(limit) < needles->size())
+        needles->resize(static_cast<size_t>(limit));
+    auto model = load_model_from(args, "eval");
+    if (!model) return 1;
+    auto hay = Haystack::load(*haystack_path, model->tokenizer());
+    if (!hay) return fail("eval", hay.error().message);
+    auto ir = InfiniRetri::create(*model, n_threads);
+    if (!ir) return fail("eval", ir.error().message);
+
+    std::vector<Cell> cells;
+    std::map<std::pair<size_t, size_t>, std::pair<int, int>> grid;  // (length, depth) -> (hits, n)
+    struct LengthStats {
+        int hits = 0, n = 0, skipped = 0;
+        double seconds = 0;
+        int64_t tokens = 0;
+    };
+    std::vector<LengthStats> per_length(lengths.size());
+    const size_t n_cells = lengths.size() * depths->size() * needles->size();
+    Progress bar(true);
+    const auto t_all = std::chrono::steady_clock::now();
+    for (size_t li = 0; li < lengths.size(); ++li) {
+        // The haystack holds the needle too: cut it to the length minus the longest needle.
+        int64_t needle_tokens = 0;
+        for (const auto& n : *needles) {
+            auto ids = model->tokenizer().encode(" " + n.needle, false);
+            if (ids) needle_tokens = std::max(needle_tokens, static_cast<int64_t>(ids->size()));
+        }
+        const Haystack::Cut cut = hay->cut(std::max<int64_t>(1, lengths[li] - needle_tokens));
+        for (size_t di = 0; di < depths->size(); ++di) {
+            for (const auto& n : *needles) {
+                Cell cell;
+                cell.length = lengths[li];
+                cell.depth = (*depths)[di];
+                cell.needle_id = n.id;
+                auto src = SentenceSource::from_text(with_needle(cut, cell.depth, n.needle), {},
+                                                     "haystack");
+                const auto t0 = std::chrono::steady_clock::now();
+                const std::string where = length_label(cell.length) + " depth " +
+                                          std::to_string(cell.depth) + "% " + n.id;
+                pipelines::InfiniRetriOptions o = opt;
+                o.on_progress = [&](const pipelines::InfiniRetriProgress& p) {
+                    bar.update("cell " + std::to_string(cells.size() + 1) + "/" +
+                               std::to_string(n_cells) + " (" + where +
+                               "): " + std::to_string(p.n_tokens_read) + " tokens read, " +
+                               std::to_string(static_cast<int64_t>(p.tokens_per_s)) +
+                               " tokens/s, cache " + std::to_string(p.n_cache_tokens));
+                    return true;
+                };
+                auto a = mode == "full" ? ir->answer_full(src, n.question, o)
+                                        : ir->answer(src, n.question, o);
+                cell.seconds =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                if (!a) {
+                    if (mode == "full" && a.error().code == Errc::OutOfRange) {
+                        cell.skipped = true;
+                    } else {
+                        bar.done();
+                        return fail("eval", where + ": " + a.error().message);
+                    }
+                } else {
+                    cell.hit = pipelines::contains_answer(a->text, n.answers);
+                    cell.prediction = a->text;
+                    cell.tokens_read = a->n_tokens_read;
+                    cell.n_chunks = a->n_chunks;
+                    cell.cache_tokens = a->n_cache_tokens;
+                }
+                LengthStats& ls = per_length[li];
+                if (cell.skipped) {
+                    ++ls.skipped;
+                } else {
+                    auto& g = grid[{li, di}];
+                    g.first += cell.hit;
+                    ++g.second;
+                    ls.hits += cell.hit;
+                    ++ls.n;
+                    ls.seconds += cell.seconds;
+                    ls.tokens += cell.tokens_read;
+                }
+                if (verbose) {
+                    bar.done();
+                    std::fprintf(stderr, "%s: %s %s\n", where.c_str(),
+                                 cell.skipped ? "skipped" : (cell.hit ? "HIT " : "miss"),
+                                 json_string(cell.prediction).c_str());
+                }
+                cells.push_back(std::move(cell));
+            }
+        }
+    }
+    bar.done();
+    const double total_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
+    int hits = 0, n = 0;
+    for (const auto& ls : per_length) {
+        hits += ls.hits;
+        n += ls.n;
+    }
+    const double accuracy = n > 0 ? static_cast<double>(hits) / n : 0.0;
+
+    if (auto plot = args.get("plot")) {
+        std::string title = "Needle in a haystack, ";
+        title += mode == "full" ? "full prompt" : "InfiniRetri";
+        title += " (";
+        title += fs::path(model->path()).filename().string();
+        title += "): ";
+        title += std::to_string(hits);
+        title += "/";
+        title += std::to_string(n);
+        title += " found";
+        std::ofstream out(*plot, std::ios::binary);
+        out << heatmap_svg(title, lengths, *depths, grid);
+        if (!out) return fail("eval", *plot + ": cannot write");
+    }
+
+    if (json) {
+        nlohmann::json j = {{"mode", mode},
+                            {"accuracy", accuracy},
+                            {"hits", hits},
+                            {"n", n},
+                            {"seconds", total_s},
+                            {"model", model->path()},
+                            {"needles", needles->size()}};
+        j["cells"] = nlohmann::json::array();
+        for (const auto& c : cells) {
+            j["cells"].push_back({{"length", c.length},
+                                  {"depth", c.depth},
+                                  {"needle", c.needle_id},
+                                  {"hit", c.hit},
+                                  {"skipped", c.skipped},
+                                  {"seconds", c.seconds},
+                                  {"tokens_read", c.tokens_read},
+                                  {"chunks", c.n_chunks},
+                                  {"cache_tokens", c.cache_tokens},
+                                  {"prediction", c.prediction}});
+        }
+        j["lengths"] = nlohmann::json::array();
+        for (size_t li = 0; li < lengths.size(); ++li) {
+            const auto& ls = per_length[li];
+            j["lengths"].push_back(
+                {{"length", lengths[li]},
+                 {"accuracy", ls.n > 0 ? static_cast<double>(ls.hits) / ls.n : 0.0},
+                 {"n", ls.n},
+                 {"skipped", ls.skipped},
+                 {"seconds", ls.seconds},
+                 {"tokens_per_s",
+                  ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0}});
+        }
+        std::printf("%s\n", j.dump().c_str());
+        return 0;
+    }
+
+    std::printf("needle in a haystack: mode %s, %zu needles, %zu lengths x %zu depths\n\n",
+                mode.c_str(), needles->size(), lengths.size(), depths->size());
+    std::printf("%-10s", "length");
+    for (int32_t d : *depths) std::printf(" %6d%%", d);
+    std::printf("\n");
+    for (size_t li = 0; li < lengths.size(); ++li) {
+        std::printf("%-10s", length_label(lengths[li]).c_str());
+        for (size_t di = 0; di < depths->size(); ++di) {
+            auto it = grid.find({li, di});
+            if (it == grid.end()) {
+                std::printf(" %7s", "skip");
+            } else {
+                const std::string s =
+                    std::to_string(it->second.first) + "/" + std::to_string(it->second.second);
+                std::printf(" %7s", s.c_str());
+            }
+        }
+        std::printf("\n");
+    }
+    std::printf("\naccuracy %.3f (%d/%d)", accuracy, hits, n);
+    const int n_skipped = static_cast<int>(
+        std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.skipped; }));
+    if (n_skipped > 0) std::printf(", %d skipped (the prompt does not fit the window)", n_skipped);
+    std::printf(", %.1f s\n", total_s);
+    for (size_t li = 0; li < lengths.size(); ++li) {
+        const auto& ls = per_length[li];
+        if (ls.n == 0) {
+            std::printf("  %-8s skipped\n", length_label(lengths[li]).c_str());
+            continue;
+        }
+        std::printf("  %-8s accuracy %.3f  %.1f s  %.0f tokens/s\n",
+                    length_label(lengths[li]).c_str(), static_cast<double>(ls.hits) / ls.n,
+                    ls.seconds, ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0);
+    }
+    if (auto plot = args.get("plot")) std::printf("heatmap: %s\n", plot->c_str());
+    return 0;
+}
+
+}  // namespace attnrag::cli

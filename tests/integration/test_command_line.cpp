@@ -1,13 +1,10 @@
 // The attnrag command as a user runs it: ingest, search --json, docs, usage errors, exit codes.
 #include <catch2/catch.hpp>
 
-#include <array>
 #include <cstdio>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "test_support.hpp"
 
@@ -15,26 +12,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The attnrag binary sits beside the test programs (build/bin).
-fs::path cli() { return fs::read_symlink("/proc/self/exe").parent_path() / "attnrag"; }
+using attnrag::test::CliRun;
 
-struct Run {
-    int code = -1;
-    std::string out;
-};
-
-Run run(const std::string& args) {
-    std::string cmd = cli().string() + " " + args + " 2>/dev/null";
-    Run r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    REQUIRE(p != nullptr);
-    std::array<char, 4096> buf{};
-    size_t n = 0;
-    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-    int status = ::pclose(p);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return r;
-}
+fs::path cli() { return attnrag::test::cli_path(); }
+CliRun run(const std::string& args, bool with_stderr = false) { return attnrag::test::run_cli(args, with_stderr); }
 
 }  // namespace
 

@@ -1,10 +1,14 @@
 // Shared helpers for tests: paths to the real model and the shared data, temp dirs.
 #include "test_support.hpp"
 
+#include <array>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 
+#include <catch2/catch.hpp>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace attnrag::test {
@@ -33,6 +37,23 @@ std::filesystem::path make_temp_dir(const std::string& tag) {
                 std::to_string(counter++) + "_" + std::to_string(rd() % 100000));
     std::filesystem::create_directories(dir);
     return dir;
+}
+
+std::filesystem::path cli_path() {
+    return std::filesystem::read_symlink("/proc/self/exe").parent_path() / "attnrag";
+}
+
+CliRun run_cli(const std::string& args, bool with_stderr) {
+    const std::string cmd = cli_path().string() + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
+    CliRun r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p != nullptr);
+    std::array<char, 4096> buf{};
+    size_t n = 0;
+    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int status = ::pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
 }
 
 }  // namespace attnrag::test

@@ -16,4 +16,15 @@ std::filesystem::path shared_data_dir();
 // A fresh empty directory under the system temp dir, unique per call.
 std::filesystem::path make_temp_dir(const std::string& tag);
 
+// The attnrag command-line binary, which sits beside the test programs (build/bin).
+std::filesystem::path cli_path();
+
+struct CliRun {
+    int code = -1;    // exit status (-1: did not exit normally)
+    std::string out;  // stdout, and stderr too when asked for
+};
+// Runs `attnrag ARGS` through the shell (ARGS is quoted by the caller); stderr is captured
+// (interleaved with stdout) when `with_stderr`, else discarded.
+CliRun run_cli(const std::string& args, bool with_stderr = false);
+
 }  // namespace attnrag::test

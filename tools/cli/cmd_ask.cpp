@@ -1,5 +1,6 @@
 // attnrag ask: retrieve passages from a corpus and answer a question about them, streaming the
 // answer and citing passages by attention, with passage KV states reused across processes.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -10,9 +11,12 @@
 #include "args.h"
 #include "attnrag/index/corpus.hpp"
 #include "attnrag/kv_store.hpp"
+#include "attnrag/pipelines/infiniretri.hpp"
 #include "attnrag/pipelines/rag.hpp"
 #include "commands.h"
 #include "common.h"
+#include "infiniretri_args.h"
+#include "progress.h"
 
 namespace attnrag::cli {
 
@@ -90,35 +94,171 @@ nlohmann::json answer_json(const std::string& question, const pipelines::RagAnsw
     return out;
 }
 
+// The evidence InfiniRetri kept, best first (at most `n`), with the source byte ranges.
+void print_kept(const pipelines::InfiniRetriAnswer& a, const std::string& file, size_t n) {
+    std::vector<const pipelines::KeptSentence*> best;
+    for (const auto& s : a.kept) best.push_back(&s);
+    std::stable_sort(best.begin(), best.end(), [](auto* x, auto* y) { return x->score > y->score; });
+    if (best.size() > n) best.resize(n);
+    if (best.empty()) {
+        std::printf("(no sentences kept)\n");
+        return;
+    }
+    int rank = 0;
+    for (const auto* s : best) {
+        std::string text = s->text;
+        for (char& c : text) {
+            if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+        }
+        if (text.size() > 160) {
+            size_t cut = 157;
+            while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // whole characters
+            text = text.substr(0, cut) + "...";
+        }
+        std::printf("[%d] %s  [%llu, %llu)  %s\n", ++rank, file.c_str(), static_cast<unsigned long long>(s->begin),
+                    static_cast<unsigned long long>(s->end), text.c_str());
+    }
+}
+
+nlohmann::json file_answer_json(const std::string& question, const std::string& file, const std::string& mode,
+                                const pipelines::InfiniRetriAnswer& a) {
+    nlohmann::json out = {
+        {"question", question},
+        {"file", file},
+        {"mode", mode},
+        {"answer", a.text},
+        {"stop_reason", stop_reason_name(a.stop_reason)},
+        {"tokens_read", a.n_tokens_read},
+        {"sentences", a.n_sentences},
+        {"chunks", a.n_chunks},
+        {"cache_tokens", a.n_cache_tokens},
+        {"cache_limit", a.cache_limit},
+        {"max_prompt_tokens", a.max_prompt_tokens},
+        {"answer_tokens", a.n_answer_tokens},
+        {"read_ms", a.read_ms},
+        {"prefill_ms", a.prefill_ms},
+        {"decode_ms", a.decode_ms},
+        {"total_ms", a.total_ms},
+        {"kept", nlohmann::json::array()},
+    };
+    for (const auto& s : a.kept) {
+        out["kept"].push_back({{"begin", s.begin}, {"end", s.end}, {"score", s.score}, {"text", s.text}});
+    }
+    return out;
+}
+
+// ask --file: one document of any length, read by InfiniRetri (or whole, --mode full).
+int ask_file(Args& args, const std::string& file, const std::string& question, bool json) {
+    pipelines::InfiniRetriOptions options;
+    options.max_answer_tokens = static_cast<int32_t>(args.get_int("max-tokens", options.max_answer_tokens));
+    const auto n_ctx = static_cast<int32_t>(args.get_int("ctx", 0));
+    const auto n_threads = static_cast<int32_t>(args.get_int("threads", 0));
+    std::string err;
+    if (!read_infiniretri_options(args, options, err)) return fail_usage("ask", err);
+    if (options.max_answer_tokens < 1 || n_ctx < 0 || n_threads < 0) {
+        return fail_usage("ask", "--ctx and --threads must be >= 0 and --max-tokens >= 1");
+    }
+    if (auto instruction = args.get("instruction")) options.instruction = *instruction;
+    const std::string mode = args.get_or("mode", "infiniretri");
+    if (mode != "infiniretri" && mode != "full") {
+        return fail_usage("ask", "with --file, --mode is infiniretri or full (not '" + mode + "')");
+    }
+    for (const char* opt : {"k", "assembly", "sort-passes", "doc", "where", "embedder"}) {
+        if (args.get(opt)) return fail_usage("ask", std::string("--") + opt + " applies to --db, not --file");
+    }
+
+    auto source = pipelines::SentenceSource::open(file);
+    if (!source) return fail("ask", source.error().message);
+    auto model = load_model_from(args, "ask");
+    if (!model) return 1;
+    auto reader = pipelines::InfiniRetri::create(*model, n_threads, n_ctx);
+    if (!reader) return fail("ask", reader.error().message);
+
+    Progress bar(!args.flag("quiet"));
+    options.on_progress = [&](const pipelines::InfiniRetriProgress& p) {
+        bar.update(infiniretri_progress_line(p));
+        return true;
+    };
+    if (!json) {
+        options.on_text = [&](std::string_view piece) {
+            bar.done();
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+            std::fflush(stdout);
+            return true;
+        };
+    }
+    auto answer = mode == "full" ? reader->answer_full(*source, question, options)
+                                 : reader->answer(*source, question, options);
+    bar.done();
+    if (!answer) {
+        if (answer.error().code == Errc::OutOfRange && mode == "full") {
+            return fail("ask", answer.error().message + " (use --mode infiniretri for long documents)");
+        }
+        return fail("ask", answer.error().message);
+    }
+    const auto& a = *answer;
+    if (json) {
+        std::printf("%s\n", file_answer_json(question, file, mode, a).dump(2).c_str());
+        return 0;
+    }
+    std::printf("\n\n");
+    if (mode == "infiniretri") print_kept(a, file, 3);
+    std::fflush(stdout);
+    std::fprintf(stderr, "%lld tokens read in %d chunks (%.0f tokens/s); answer from %d kept tokens, %.1f ms prefill, %d tokens in %.1f ms\n",
+                 static_cast<long long>(a.n_tokens_read), a.n_chunks,
+                 a.read_ms > 0 ? 1000.0 * static_cast<double>(a.n_tokens_read) / a.read_ms : 0.0,
+                 mode == "full" ? a.max_prompt_tokens : a.n_cache_tokens, a.prefill_ms, a.n_answer_tokens, a.decode_ms);
+    return 0;
+}
+
 }  // namespace
 
 int cmd_ask(int argc, char** argv) {
     const pipelines::RagOptions defaults;
-    const std::vector<OptionSpec> specs = {
-        {"db", true, "corpus directory (required)"},
+    std::vector<OptionSpec> specs = {
+        {"db", true, "corpus directory (this or --file)"},
+        {"file", true, "one document of any length, read by InfiniRetri (this or --db)"},
         {"k", true, "passages to retrieve (default 8)"},
-        {"mode", true, "retrieval: bm25 | dense | hybrid (default hybrid)"},
+        {"mode", true, "with --db, retrieval: bm25 | dense | hybrid (default hybrid); with --file: infiniretri | full "
+                       "(default infiniretri)"},
         {"doc", true, "only this document id"},
         {"where", true, "only documents whose metadata KEY equals VALUE (KEY=VALUE)"},
         {"assembly", true, "full | blocks | blocks-ape | blocks-recompute (default blocks: cached passage KV)"},
         {"sort-passes", true, "attention-sorting passes before answering (default 0)"},
-        {"max-tokens", true, "maximum answer tokens (default " + std::to_string(defaults.max_answer_tokens) + ")"},
+        {"max-tokens", true, "maximum answer tokens (default " + std::to_string(defaults.max_answer_tokens) + "; " + std::to_string(pipelines::InfiniRetriOptions{}.max_answer_tokens) + " with --file)"},
         {"instruction", true, "system instruction (default: the one ingest --precompute-kv uses)"},
         {"ctx", true, "context size in tokens (default: the model's)"},
         {"embedder", true, "sentence embedder folder for dense/hybrid (default: models/all-MiniLM-L6-v2)"},
         {"json", false, "print one JSON object instead of streaming"},
+        {"quiet", false, "no progress display (--file)"},
         kModelOption,
         kThreadsOption,
         {"help", false, "show this help"},
     };
+    for (auto& spec : infiniretri_option_specs()) specs.insert(specs.end() - 3, std::move(spec));
     Args args(argc, argv, specs);
     if (args.flag("help")) {
         std::printf("%s", usage_text("ask",
                                      "--db DIR [--k 8] [--assembly full|blocks|blocks-ape|blocks-recompute] "
-                                     "[--sort-passes K] [--mode bm25|dense|hybrid] [--json] QUESTION",
+                                     "[--sort-passes K] [--mode bm25|dense|hybrid] [--json] QUESTION\n"
+                                     "       attnrag ask --file DOC [--mode infiniretri|full] [--json] QUESTION",
                                      specs)
                               .c_str());
         return 0;
+    }
+    if (auto file = args.get("file")) {
+        if (!args.ok()) return fail_usage("ask", args.error());
+        if (args.get("db")) return fail_usage("ask", "give --db or --file, not both");
+        std::string question;
+        for (const auto& p : args.positional()) {
+            if (!question.empty()) question += ' ';
+            question += p;
+        }
+        if (question.find_first_not_of(" \t\r\n") == std::string::npos) return fail_usage("ask", "give a question");
+        return ask_file(args, *file, question, args.flag("json"));
+    }
+    for (const auto& spec : infiniretri_option_specs()) {
+        if (args.get(spec.name)) return fail_usage("ask", "--" + spec.name + " applies to --file, not --db");
     }
     const int k = static_cast<int>(args.get_int("k", 8));
     pipelines::RagOptions options;
@@ -129,7 +269,7 @@ int cmd_ask(int argc, char** argv) {
     const auto n_threads = static_cast<int32_t>(args.get_int("threads", 0));
     if (!args.ok()) return fail_usage("ask", args.error());
     auto db = args.get("db");
-    if (!db) return fail_usage("ask", "--db is required");
+    if (!db) return fail_usage("ask", "give --db DIR (a corpus) or --file DOC (one document)");
     if (k <= 0) return fail_usage("ask", "--k must be positive");
     if (options.sort_passes < 0 || options.max_answer_tokens < 1 || n_ctx < 0 || n_threads < 0) {
         return fail_usage("ask", "--sort-passes, --ctx and --threads must be >= 0 and --max-tokens >= 1");

@@ -21,6 +21,7 @@
 #include "attnrag/store.hpp"
 #include "commands.h"
 #include "common.h"
+#include "eval_common.h"
 #include "progress.h"
 
 namespace attnrag::cli {
@@ -210,72 +211,6 @@ std::vector<pipelines::RagPassage> place(const QaItem& item, Placement placement
     return out;
 }
 
-// Ids may be written as strings or integers; anything else is not an id.
-std::optional<std::string> id_text(const nlohmann::json& j) {
-    if (j.is_string()) return j.get<std::string>();
-    if (j.is_number_integer()) return j.dump();
-    return std::nullopt;
-}
-
-bool get_string(const nlohmann::json& j, const char* key, std::string& out, std::string& error) {
-    auto it = j.find(key);
-    if (it == j.end()) {
-        error = std::string("missing field \"") + key + "\"";
-        return false;
-    }
-    auto t = id_text(*it);
-    if (!t) {
-        error = std::string("field \"") + key + "\" is not a string";
-        return false;
-    }
-    out = std::move(*t);
-    return true;
-}
-
-bool get_strings(const nlohmann::json& j, const char* key, std::vector<std::string>& out, std::string& error) {
-    auto it = j.find(key);
-    if (it == j.end()) {
-        error = std::string("missing field \"") + key + "\"";
-        return false;
-    }
-    if (!it->is_array()) {
-        error = std::string("field \"") + key + "\" is not an array of strings";
-        return false;
-    }
-    for (const auto& e : *it) {
-        auto t = id_text(e);
-        if (!t) {
-            error = std::string("field \"") + key + "\" is not an array of strings";
-            return false;
-        }
-        out.push_back(std::move(*t));
-    }
-    return true;
-}
-
-// Calls `on_line` for every non-blank line of a JSONL file (it returns false with `error` set
-// to reject the line); errors name file:line.
-Status read_jsonl(const fs::path& path, const std::function<bool(const nlohmann::json&, std::string&)>& on_line) {
-    std::error_code ec;
-    if (fs::is_directory(path, ec)) return make_error(Errc::InvalidArgument, path.string() + ": is a directory");
-    std::ifstream in(path);
-    if (!in) return make_error(Errc::NotFound, path.string() + ": cannot open");
-    std::string line;
-    size_t n_line = 0;
-    while (std::getline(in, line)) {
-        ++n_line;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        const std::string where = path.string() + ":" + std::to_string(n_line);
-        auto j = nlohmann::json::parse(line, nullptr, false);
-        if (j.is_discarded()) return make_error(Errc::Corrupt, where + ": malformed JSON");
-        if (!j.is_object()) return make_error(Errc::Corrupt, where + ": not a JSON object");
-        std::string error;
-        if (!on_line(j, error)) return make_error(Errc::Corrupt, where + ": " + error);
-    }
-    if (in.bad()) return make_error(Errc::Io, path.string() + ": read error");
-    return {};
-}
-
 // id, question, answers, gold_passages (both formats), and with `with_passages` the passages.
 bool parse_question(const nlohmann::json& j, bool with_passages, QaItem& item, std::string& error) {
     if (!get_string(j, "id", item.id, error) || !get_string(j, "question", item.question, error) ||
@@ -328,13 +263,6 @@ pipelines::RagPassage passage_of_hit(const index::SearchHit& h) {
     p.source_begin = h.source_begin;
     p.source_end = h.source_end;
     return p;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    const size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
 int eval_qa(int argc, char** argv) {
@@ -630,14 +558,16 @@ int cmd_eval(int argc, char** argv) {
     if (argc < 1 || std::string(argv[0]) == "--help") {
         std::printf("usage: attnrag eval retrieval --beir DIR [--mode bm25|dense|hybrid] [--json]\n"
                     "       attnrag eval qa (--passages FILE.jsonl | --corpus DIR) [--assembly MODE] [--json]\n"
-                    "       attnrag eval niah --haystack PATH --needles FILE --lengths 4k,16k [--depths ...] [--plot F.svg]\n");
+                    "       attnrag eval niah --haystack PATH --needles FILE --lengths 4k,16k [--depths ...] [--plot F.svg]\n"
+                    "       attnrag eval longqa FILE.jsonl [--mode infiniretri|full] [--json]\n");
         return argc < 1 ? 2 : 0;
     }
     std::string what = argv[0];
     if (what == "retrieval") return eval_retrieval(argc - 1, argv + 1);
     if (what == "qa") return eval_qa(argc - 1, argv + 1);
     if (what == "niah") return eval_niah(argc - 1, argv + 1);
-    return fail_usage("eval", "unknown evaluation '" + what + "' (retrieval, qa, niah)");
+    if (what == "longqa") return eval_longqa(argc - 1, argv + 1);
+    return fail_usage("eval", "unknown evaluation '" + what + "' (retrieval, qa, niah, longqa)");
 }
 
 }  // namespace attnrag::cli

@@ -27,7 +27,9 @@ int cmd_search(int argc, char** argv);
 int cmd_ask(int argc, char** argv);
 int cmd_docs(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
-int eval_niah(int argc, char** argv);  // attnrag eval niah (cmd_eval_niah.cpp)
+int eval_niah(int argc, char** argv);    // attnrag eval niah (cmd_eval_niah.cpp)
+int eval_longqa(int argc, char** argv);  // attnrag eval longqa (cmd_eval_longqa.cpp)
+int cmd_heads(int argc, char** argv);    // attnrag heads (cmd_heads.cpp)
 
 // Pieces shared between subcommands.
 

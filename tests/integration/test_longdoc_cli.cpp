@@ -1,0 +1,197 @@
+// Long documents from the command line: `attnrag ask --file` (InfiniRetri over one file, with
+// the kept evidence and its byte ranges) and `attnrag eval longqa`, with the real model; their
+// usage and input errors.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using attnrag::test::run_cli;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// About `n_bytes` of Paul Graham's essays (whole files, in name order).
+std::string essays(size_t n_bytes) {
+    const fs::path dir = attnrag::test::shared_data_dir() / "niah" / "paul_graham_essays" / "PaulGrahamEssays";
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        if (e.path().extension() == ".txt") files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    std::string text;
+    for (const auto& f : files) {
+        if (text.size() >= n_bytes) break;
+        if (!text.empty()) text += "\n\n";
+        text += slurp(f);
+    }
+    REQUIRE(text.size() >= n_bytes);
+    return text;
+}
+
+struct Needle {
+    std::string needle, question, answer;
+};
+
+Needle first_needle() {
+    std::ifstream in(attnrag::test::shared_data_dir() / "eval" / "niah_needles.jsonl");
+    std::string line;
+    REQUIRE(std::getline(in, line));
+    auto j = nlohmann::json::parse(line);
+    return {j.at("needle"), j.at("question"), j.at("answers").at(0)};
+}
+
+// `text` with `needle` inserted as a sentence after the first ". " past the middle.
+std::string with_needle(const std::string& text, const std::string& needle) {
+    const size_t at = text.find(". ", text.size() / 2);
+    REQUIRE(at != std::string::npos);
+    return text.substr(0, at + 1) + " " + needle + text.substr(at + 1);
+}
+
+std::string model_args() {
+    const fs::path model = attnrag::test::model_path();
+    REQUIRE_FALSE(model.empty());
+    return "--threads 2 --model " + model.string();
+}
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+}  // namespace
+
+TEST_CASE("ask --file finds a needle in a document and shows where it read it", "[cli][infiniretri][smollm2]") {
+    const Needle n = first_needle();
+    const std::string doc = with_needle(essays(12000), n.needle);
+    const fs::path file = attnrag::test::make_temp_dir("ask_file") / "essays.txt";
+    std::ofstream(file, std::ios::binary) << doc;
+
+    auto r = run_cli("ask --json " + model_args() + " --file " + file.string() + " " + quoted(n.question));
+    REQUIRE(r.code == 0);
+    auto a = nlohmann::json::parse(r.out);
+    INFO("answer: " << a["answer"].get<std::string>());
+    CHECK(a["mode"] == "infiniretri");
+    CHECK(a["chunks"].get<int>() >= 2);  // more than one chunk was read
+    CHECK(a["tokens_read"].get<int64_t>() > 2000);
+    std::string answer = a["answer"].get<std::string>();
+    std::transform(answer.begin(), answer.end(), answer.begin(), [](unsigned char c) { return std::tolower(c); });
+    CHECK(answer.find("dolores park") != std::string::npos);
+    // Every kept sentence is exactly its byte range of the file; the needle is among them.
+    bool needle_kept = false;
+    REQUIRE(!a["kept"].empty());
+    for (const auto& k : a["kept"]) {
+        const auto b = k["begin"].get<size_t>(), e = k["end"].get<size_t>();
+        REQUIRE(e <= doc.size());
+        CHECK(doc.substr(b, e - b) == k["text"].get<std::string>());
+        needle_kept = needle_kept || k["text"] == n.needle;
+    }
+    CHECK(needle_kept);
+
+    // Streamed text mode: the answer, then the evidence with the file name and byte ranges; the
+    // progress line and the summary go to stderr.
+    auto t = run_cli("ask --quiet " + model_args() + " --file " + file.string() + " " + quoted(n.question), true);
+    REQUIRE(t.code == 0);
+    CHECK(t.out.find("[1] " + file.string() + "  [") != std::string::npos);
+    CHECK(t.out.find("tokens read in") != std::string::npos);
+}
+
+TEST_CASE("ask --file rejects bad usage and bad files with clear errors", "[cli][infiniretri]") {
+    const fs::path dir = attnrag::test::make_temp_dir("ask_file_errors");
+    const std::string margs = model_args();
+    std::ofstream(dir / "ok.txt") << "A short document. It has two sentences.";
+
+    auto missing = run_cli("ask " + margs + " --file " + (dir / "nope.txt").string() + " 'Why?'", true);
+    CHECK(missing.code == 1);
+    CHECK(missing.out.find("nope.txt") != std::string::npos);
+
+    auto both = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --db " + dir.string() + " 'Why?'", true);
+    CHECK(both.code == 2);
+    CHECK(both.out.find("not both") != std::string::npos);
+
+    auto k = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --k 3 'Why?'", true);
+    CHECK(k.code == 2);
+    CHECK(k.out.find("--k applies to --db") != std::string::npos);
+
+    auto mode = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --mode bm25 'Why?'", true);
+    CHECK(mode.code == 2);
+
+    auto no_question = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string(), true);
+    CHECK(no_question.code == 2);
+
+    auto chunk = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --chunk-tokens 0 'Why?'", true);
+    CHECK(chunk.code == 2);
+
+    std::ofstream(dir / "bad.txt", std::ios::binary) << "Fine text here. Then a bad byte \xff there.";
+    auto bad = run_cli("ask " + margs + " --file " + (dir / "bad.txt").string() + " 'Why?'", true);
+    CHECK(bad.code == 1);
+    CHECK(bad.out.find("invalid UTF-8 at byte offset 32") != std::string::npos);
+
+    std::ofstream(dir / "empty.txt") << "";
+    auto empty = run_cli("ask " + margs + " --file " + (dir / "empty.txt").string() + " 'Why?'", true);
+    CHECK(empty.code == 1);
+    CHECK(empty.out.find("empty") != std::string::npos);
+
+    // A document longer than the window cannot be read whole: the error says what to use.
+    std::ofstream(dir / "long.txt") << essays(45000);
+    auto full = run_cli("ask " + margs + " --mode full --file " + (dir / "long.txt").string() + " 'Why?'", true);
+    CHECK(full.code == 1);
+    CHECK(full.out.find("--mode infiniretri") != std::string::npos);
+}
+
+TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretri][smollm2]") {
+    const Needle n = first_needle();
+    const fs::path dir = attnrag::test::make_temp_dir("longqa");
+    const fs::path file = dir / "longqa.jsonl";
+    {
+        std::ofstream out(file);
+        out << nlohmann::json{{"id", "needle"},
+                              {"document", with_needle(essays(6000), n.needle)},
+                              {"question", n.question},
+                              {"answers", {n.answer}}}
+                   .dump()
+            << "\n\n";  // blank lines are skipped
+        out << nlohmann::json{{"id", "choice"},
+                              {"document", "The museum opens at nine. Its cafe serves lemon cake on Sundays."},
+                              {"question", "What does the cafe serve on Sundays?"},
+                              {"options", {"lemon cake", "apple pie"}},
+                              {"answers", {"lemon cake"}}}
+                   .dump()
+            << "\n";
+    }
+    auto r = run_cli("eval longqa --json " + model_args() + " " + file.string());
+    REQUIRE(r.code == 0);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["n"] == 2);
+    CHECK(j["mode"] == "infiniretri");
+    for (const char* key : {"em", "f1", "contains", "tokens_per_s", "seconds"}) CHECK(j.contains(key));
+    REQUIRE(j["questions"].size() == 2);
+    INFO("needle answer: " << j["questions"][0]["prediction"].get<std::string>());
+    CHECK(j["questions"][0]["contains"] == true);
+    CHECK(j["contains"].get<double>() >= 0.5);
+
+    auto limited = run_cli("eval longqa --json --limit 1 --mode full " + model_args() + " " + file.string());
+    REQUIRE(limited.code == 0);
+    CHECK(nlohmann::json::parse(limited.out)["n"] == 1);
+
+    // Malformed input fails before any model work, naming file and line.
+    std::ofstream(dir / "broken.jsonl") << "{\"id\": \"a\", \"document\": \"x\", \"question\": \"q\", \"answers\": [\"y\"]}\n{not json\n";
+    auto broken = run_cli("eval longqa " + model_args() + " " + (dir / "broken.jsonl").string(), true);
+    CHECK(broken.code == 1);
+    CHECK(broken.out.find("broken.jsonl:2: malformed JSON") != std::string::npos);
+    std::ofstream(dir / "noanswers.jsonl") << "{\"id\": \"a\", \"document\": \"x\", \"question\": \"q\"}\n";
+    auto noanswers = run_cli("eval longqa " + model_args() + " " + (dir / "noanswers.jsonl").string(), true);
+    CHECK(noanswers.code == 1);
+    CHECK(noanswers.out.find("missing field \"answers\"") != std::string::npos);
+    auto none = run_cli("eval longqa " + model_args(), true);
+    CHECK(none.code == 2);
+}

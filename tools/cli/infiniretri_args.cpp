@@ -1,0 +1,108 @@
+// InfiniRetri command-line options and progress line.
+#include "infiniretri_args.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+namespace attnrag::cli {
+
+namespace {
+
+bool parse_int(const std::string& s, int32_t& out) {
+    if (s.empty()) return false;
+    char* end = nullptr;
+    const long v = std::strtol(s.c_str(), &end, 10);
+    if (*end != '\0' || v < INT32_MIN || v > INT32_MAX) return false;
+    out = static_cast<int32_t>(v);
+    return true;
+}
+
+// 1234567 -> "1,234,567".
+std::string grouped(long long v) {
+    std::string digits = std::to_string(v < 0 ? -v : v), out;
+    if (v < 0) out += '-';
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return out;
+}
+
+}  // namespace
+
+bool parse_int_list(const std::string& text, std::vector<int32_t>& out) {
+    out.clear();
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t comma = text.find(',', start);
+        const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        const size_t dash = item.find('-', 1);  // a leading '-' is a sign
+        int32_t a = 0, b = 0;
+        if (dash == std::string::npos) {
+            if (!parse_int(item, a)) return false;
+            out.push_back(a);
+        } else {
+            if (!parse_int(item.substr(0, dash), a) || !parse_int(item.substr(dash + 1), b) || b < a) return false;
+            for (int32_t v = a; v <= b; ++v) out.push_back(v);
+        }
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return !out.empty();
+}
+
+std::vector<OptionSpec> infiniretri_option_specs() {
+    const pipelines::InfiniRetriOptions d;
+    return {
+        {"chunk-tokens", true, "InfiniRetri: document tokens per chunk (default " + std::to_string(d.chunk_tokens) + ")"},
+        {"top-k", true, "InfiniRetri: top tokens whose sentences are kept per chunk (default " +
+                            std::to_string(d.top_k) + ")"},
+        {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
+        {"layers", true, "InfiniRetri: layers whose attention is read, e.g. 29 or 12-15 (default: the middle layer)"},
+    };
+}
+
+bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std::string& error) {
+    const long long chunk = args.get_int("chunk-tokens", o.chunk_tokens);
+    const long long top_k = args.get_int("top-k", o.top_k);
+    const long long cache = args.get_int("cache-tokens", o.cache_tokens);
+    if (!args.ok()) {
+        error = args.error();
+        return false;
+    }
+    if (chunk < 1 || chunk > INT32_MAX || top_k < 1 || top_k > INT32_MAX || cache < 0 || cache > INT32_MAX) {
+        error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens >= 0";
+        return false;
+    }
+    o.chunk_tokens = static_cast<int32_t>(chunk);
+    o.top_k = static_cast<int32_t>(top_k);
+    o.cache_tokens = static_cast<int32_t>(cache);
+    if (auto l = args.get("layers")) {
+        if (!parse_int_list(*l, o.layers)) {
+            error = "bad --layers '" + *l + "' (examples: 15, 12-15, 10,20)";
+            return false;
+        }
+    }
+    return true;
+}
+
+std::string infiniretri_progress_line(const pipelines::InfiniRetriProgress& p) {
+    constexpr int kWidth = 24;
+    const double frac = p.n_bytes_total > 0
+                            ? std::min(1.0, static_cast<double>(p.n_bytes_read) / static_cast<double>(p.n_bytes_total))
+                            : 0.0;
+    const int filled = static_cast<int>(frac * kWidth);
+    std::string line(1, '[');
+    line.append(static_cast<size_t>(filled), '#');
+    line.append(static_cast<size_t>(kWidth - filled), '.');
+    char pct[16];
+    std::snprintf(pct, sizeof pct, "] %3.0f%%  ", 100.0 * frac);
+    line += pct;
+    return line + grouped(p.n_tokens_read) + " tokens read, " +
+           grouped(static_cast<long long>(p.tokens_per_s)) + " tokens/s, chunk " + std::to_string(p.n_chunks) +
+           ", cache " + grouped(p.n_cache_tokens) + " tokens";
+}
+
+}  // namespace attnrag::cli

@@ -1,0 +1,26 @@
+// InfiniRetri settings on the command line, shared by `ask --file`, `eval niah` and `eval longqa`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "attnrag/pipelines/infiniretri.hpp"
+
+namespace attnrag::cli {
+
+// --chunk-tokens, --top-k, --cache-tokens, --layers.
+std::vector<OptionSpec> infiniretri_option_specs();
+
+// Reads those options into `options` (unset ones keep its values); false with `error` set on a
+// malformed or out-of-range value.
+bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& options,
+                              std::string& error);
+
+// "1,2,5" or "12-15" or a mix -> the integers; false on anything else.
+bool parse_int_list(const std::string& text, std::vector<int32_t>& out);
+
+// One progress line: a bar over the bytes read, tokens read, reading speed and cache size.
+std::string infiniretri_progress_line(const pipelines::InfiniRetriProgress& p);
+
+}  // namespace attnrag::cli

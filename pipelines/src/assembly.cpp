@@ -190,7 +190,7 @@ Result<AssembledPrompt> assemble(Context& ctx, std::span<const TokenId> prefix,
     if (P > 0) {
         auto pre = cache->prefix_state();
         if (!pre) return pre.error();
-        ATTNRAG_TRY(ctx.splice(**pre, 0, {0, BlockKind::Shared}));
+        ATTNRAG_TRY(ctx.splice(*pre, 0, {0, BlockKind::Shared}));  // shared, not copied
     }
     for (size_t i = 0; i < passages.size(); ++i) {
         const auto t_enc = clock::now();
@@ -203,7 +203,7 @@ Result<AssembledPrompt> assemble(Context& ctx, std::span<const TokenId> prefix,
             ++out.n_passages_encoded;
             out.encode_ms += ms_since(t_enc);
         }
-        ATTNRAG_TRY(ctx.splice(**kv, out.passages[i].begin, {static_cast<int32_t>(i) + 1, BlockKind::Local}));
+        ATTNRAG_TRY(ctx.splice(*kv, out.passages[i].begin, {static_cast<int32_t>(i) + 1, BlockKind::Local}));
     }
     out.splice_ms = ms_since(t0) - out.encode_ms;
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numeric>
 #include <random>
 
@@ -472,6 +473,115 @@ TEST_CASE("passages encoded apart and spliced equal block-masked attention", "[a
     REQUIRE(ctx->eval(std::span(L.tokens).subspan(18), {.logits = LogitsMode::All}).ok());
     auto causal = test::reference_logits(T.spec, T.weights, L.tokens, L.positions);
     for (int32_t t = 0; t < 4; ++t) CHECK(max_abs_diff(ctx->logits(t), causal[static_cast<size_t>(18 + t)]) < 1e-4);
+}
+
+TEST_CASE("shared splices read passage states in place and equal copied splices", "[attention][splice]") {
+    for (const char* arch : {"llama", "qwen2"}) {
+        test::TinyModelSpec spec = spec_llama();
+        spec.arch = arch;
+        Tiny T = load_tiny(spec);
+        Layout L = block_layout(T.weights.n_vocab, {5, 7, 6, 4});
+        auto prefix = std::span(L.tokens).first(5);
+        // Each passage encoded right after the prefix (position 5), so the second one is placed
+        // 7 positions away from where it was encoded.
+        std::vector<std::shared_ptr<const PassageKv>> states;
+        for (auto [b, e] : {std::pair{5, 12}, std::pair{12, 18}}) {
+            auto enc = Context::create(T.model, {.n_ctx = 64, .n_threads = 1});
+            REQUIRE(enc.ok());
+            REQUIRE(enc->eval(prefix, {.logits = LogitsMode::None}).ok());
+            REQUIRE(enc->eval(std::span(L.tokens).subspan(static_cast<size_t>(b), static_cast<size_t>(e - b)),
+                              {.logits = LogitsMode::None})
+                        .ok());
+            auto kv = enc->extract(5, 5 + e - b);
+            REQUIRE(kv.ok());
+            states.push_back(std::make_shared<const PassageKv>(std::move(kv).value()));
+        }
+        const PassageKv before = *states[1];
+        auto prefix_kv = [&] {
+            auto enc = Context::create(T.model, {.n_ctx = 64, .n_threads = 1});
+            REQUIRE(enc.ok());
+            REQUIRE(enc->eval(prefix, {.logits = LogitsMode::None}).ok());
+            auto kv = enc->extract(0, 5);
+            REQUIRE(kv.ok());
+            return std::make_shared<const PassageKv>(std::move(kv).value());
+        }();
+
+        ProbeRequest req;
+        req.layers = {1, 2};
+        req.rows = {0, 3};
+        req.spans = {{0, 5}, {5, 12}, {12, 18}};
+        req.keep_probs = true;
+        auto assemble = [&](bool share, ProbeResult& probe) {
+            auto ctx = Context::create(T.model, {.n_ctx = 64, .n_threads = 2});
+            REQUIRE(ctx.ok());
+            if (share) {
+                REQUIRE(ctx->splice(prefix_kv, 0, L.tags[0]).ok());
+                REQUIRE(ctx->splice(states[0], 5, L.tags[5]).ok());
+                REQUIRE(ctx->splice(states[1], 12, L.tags[12]).ok());
+            } else {
+                REQUIRE(ctx->splice(*prefix_kv, 0, L.tags[0]).ok());
+                REQUIRE(ctx->splice(*states[0], 5, L.tags[5]).ok());
+                REQUIRE(ctx->splice(*states[1], 12, L.tags[12]).ok());
+            }
+            REQUIRE(ctx->eval(std::span(L.tokens).subspan(18),
+                              {.blocks = std::span(L.tags).subspan(18), .logits = LogitsMode::All, .probe = &req,
+                               .probe_out = &probe})
+                        .ok());
+            return std::move(ctx).value();
+        };
+        ProbeResult p_copy, p_shared;
+        Context copied = assemble(false, p_copy);
+        Context shared = assemble(true, p_shared);
+        CHECK(copied.n_shared_slots() == 0);
+        CHECK(shared.n_shared_slots() == 18);
+        CHECK(states[1].use_count() == 2);  // the context holds a reference, not a copy
+        for (int32_t t = 0; t < 4; ++t) {
+            INFO(arch << " question token " << t);
+            CHECK(max_abs_diff(shared.logits(t), copied.logits(t)) < 1e-4);
+        }
+        for (size_t c = 0; c < p_copy.probs.size(); ++c) {
+            CHECK(max_abs_diff(p_shared.probs[c], p_copy.probs[c]) < 1e-5);
+        }
+        // Decoding (one query row) reads the shared runs too.
+        const std::vector<int32_t> next = {L.tokens[3]};
+        REQUIRE(copied.eval(next, {.logits = LogitsMode::Last}).ok());
+        REQUIRE(shared.eval(next, {.logits = LogitsMode::Last}).ok());
+        CHECK(max_abs_diff(shared.logits(0), copied.logits(0)) < 1e-4);
+
+        // extract() of shared slots gives keys rotated to their positions, as copied ones.
+        auto x_copy = copied.extract(12, 18), x_shared = shared.extract(10, 18);
+        REQUIRE(x_copy.ok());
+        REQUIRE(x_shared.ok());
+        auto x_mixed = copied.extract(10, 18);
+        REQUIRE(x_mixed.ok());
+        CHECK(x_shared->k == x_mixed->k);
+        CHECK(x_shared->v == x_mixed->v);
+        CHECK(x_shared->encoded_position == 10);
+
+        // Recompute rewrites shared slots in the context's own copy; the state is untouched.
+        std::vector<int32_t> slots(13);
+        std::iota(slots.begin(), slots.end(), 5);
+        copied.truncate(22);
+        shared.truncate(22);
+        REQUIRE(copied.recompute(slots).ok());
+        REQUIRE(shared.recompute(slots).ok());
+        CHECK(shared.n_shared_slots() == 5);  // only the prefix is still shared
+        CHECK(states[1]->k == before.k);
+        CHECK(states[1]->v == before.v);
+        CHECK(states[1].use_count() == 1);
+        REQUIRE(copied.eval(next, {.logits = LogitsMode::Last}).ok());
+        REQUIRE(shared.eval(next, {.logits = LogitsMode::Last}).ok());
+        CHECK(max_abs_diff(shared.logits(0), copied.logits(0)) < 1e-4);
+
+        // Truncating into a shared run keeps its head; clear() releases every reference.
+        shared.truncate(3);
+        CHECK(shared.n_shared_slots() == 3);
+        shared.clear();
+        CHECK(shared.n_shared_slots() == 0);
+        CHECK(prefix_kv.use_count() == 1);
+        std::shared_ptr<const PassageKv> none;
+        CHECK(shared.splice(none, 0).error().code == Errc::InvalidArgument);
+    }
 }
 
 TEST_CASE("recompute of the first tokens of a spliced passage moves it toward full attention", "[attention][splice]") {

@@ -149,6 +149,16 @@ class Context {
     // touched when that is 0), tagged `tag`. Errors: state
     // not for this model (InvalidArgument), cache full (OutOfRange); the cache is unchanged then.
     Status splice(const PassageKv& kv, int32_t position, BlockTag tag = {});
+    // The same without copying: the context keeps a reference to `kv` and reads its K/V in
+    // place (several contexts can share one state; its pages are never duplicated). Keys are
+    // not rotated: a state placed away from its encoded position is attended by rotating the
+    // query back instead, which gives the same scores up to float rounding. The slots are
+    // copied into the context's own buffers only if recompute() rewrites them, and released by
+    // truncate()/clear() or when the context is destroyed. extract() of shared slots returns
+    // keys rotated to their positions, as for copied ones.
+    Status splice(std::shared_ptr<const PassageKv> kv, int32_t position, BlockTag tag = {});
+    // Cache slots currently read from shared passage states.
+    int32_t n_shared_slots() const;
     // Copies slots [begin, end) out as a PassageKv. The slots must have consecutive position ids
     // (as any ordinary eval gives); InvalidArgument otherwise.
     Result<PassageKv> extract(int32_t begin, int32_t end) const;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "attnrag/kernels/cpu.hpp"
@@ -58,8 +59,30 @@ struct Context::Impl {
     kernels::ThreadPool pool;
     kernels::GemmScratch gemm;
 
-    // KV cache, per layer: [n_ctx][n_head_kv * head_dim] f32, keys stored after RoPE.
+    // KV cache, per layer: [n_ctx][n_head_kv * head_dim] f32, keys stored after RoPE. Slots of a
+    // shared run (below) are not stored here: their pages stay untouched (never resident).
     std::vector<detail::LazyBuffer> k_cache, v_cache;
+    // Slot ranges whose K/V are read in place from a passage state shared with its owner (the
+    // passage KV store, other contexts) instead of copied: ascending, disjoint, below n_past.
+    // Keys stay rotated for the position they were encoded at; a run placed `delta` positions
+    // later is attended by rotating the query by -delta, which gives the same scores as keys
+    // rotated by +delta (RoPE rotations are orthogonal and compose).
+    struct SharedRun {
+        int32_t slot0 = 0, n = 0;  // cache slots [slot0, slot0 + n)
+        int32_t token0 = 0;        // their first token in `kv`
+        int32_t delta = 0;         // position shift from the encoded position
+        std::vector<double> back;  // RoPE angles of -delta (empty when delta is 0)
+        std::shared_ptr<const PassageKv> kv;
+    };
+    std::vector<SharedRun> shared;
+    // A run of consecutive key slots of one layer and where its K/V rows are.
+    struct KeyRun {
+        int64_t slot0 = 0, n = 0;
+        const float* k = nullptr;
+        const float* v = nullptr;
+        const double* back = nullptr;  // query rotation for this run, null when none is needed
+        int32_t delta = 0;             // keys are these rows rotated by delta
+    };
     std::vector<int32_t> positions;  // [n_ctx] position id of each cache slot
     std::vector<TokenId> slot_tokens;
     std::vector<BlockTag> slot_tags;
@@ -72,6 +95,7 @@ struct Context::Impl {
     std::vector<float> lse;                            // [n][n_head] attention log-sum-exp
     std::vector<double> rope_cs;                       // [n][n_rot] (cos, sin) per pair
     std::vector<std::vector<float>> scores;            // per thread: [kAttnTile][n_ctx]
+    std::vector<std::vector<float>> qrot;              // per thread: [kAttnTile][head_dim]
     std::vector<float> logits;                         // [n_logit_rows][n_vocab]
     int32_t n_logit_rows = 0;
 
@@ -82,7 +106,61 @@ struct Context::Impl {
     void adjust_row(float* row, int64_t visible, BlockTag qtag, bool masked, const ApeParams& ape) const;
     void probe(int32_t layer, const ForwardRows& rows, bool masked, const ForwardExtras& ex);
     Status prepare_probe(const ProbeRequest& req, int32_t n_tokens, ProbeResult& out) const;
+
+    // The key runs of `layer` covering slots [0, n_keys): the context's own buffers between
+    // shared runs, and the shared runs themselves.
+    void key_runs(int32_t layer, int64_t n_keys, std::vector<KeyRun>& out) const;
+    // Copies shared run `i` into the context's own buffers (keys rotated to their positions)
+    // and drops the reference: before its slots are rewritten.
+    void materialize(size_t i);
+    Status check_splice(const PassageKv& kv, int32_t position) const;
 };
+
+void Context::Impl::key_runs(int32_t layer, int64_t n_keys, std::vector<KeyRun>& out) const {
+    const ModelHParams& hp = model->hparams();
+    const int64_t kv_dim = int64_t{hp.n_head_kv} * hp.head_dim;
+    const float* kc = k_cache[static_cast<size_t>(layer)].data();
+    const float* vc = v_cache[static_cast<size_t>(layer)].data();
+    out.clear();
+    int64_t at = 0;
+    for (const SharedRun& r : shared) {
+        if (at >= n_keys) break;
+        if (r.slot0 > at) {
+            const int64_t e = std::min<int64_t>(r.slot0, n_keys);
+            out.push_back({at, e - at, kc + at * kv_dim, vc + at * kv_dim, nullptr, 0});
+            at = e;
+            if (at >= n_keys) break;
+        }
+        const int64_t e = std::min<int64_t>(int64_t{r.slot0} + r.n, n_keys);
+        const int64_t off = int64_t{r.token0} * kv_dim;
+        out.push_back({at, e - at, r.kv->k_layer(layer).data() + off, r.kv->v_layer(layer).data() + off,
+                       r.back.empty() ? nullptr : r.back.data(), r.delta});
+        at = e;
+    }
+    if (at < n_keys) out.push_back({at, n_keys - at, kc + at * kv_dim, vc + at * kv_dim, nullptr, 0});
+}
+
+void Context::Impl::materialize(size_t i) {
+    const ModelHParams& hp = model->hparams();
+    const int64_t kv_dim = int64_t{hp.n_head_kv} * hp.head_dim;
+    const SharedRun r = shared[i];
+    std::vector<double> cs(static_cast<size_t>(hp.n_rot / 2 * 2));
+    kernels::rope_angles(static_cast<float>(r.delta), hp.n_rot, hp.rope_base, cs.data());
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        const float* sk = r.kv->k_layer(l).data() + int64_t{r.token0} * kv_dim;
+        const float* sv = r.kv->v_layer(l).data() + int64_t{r.token0} * kv_dim;
+        float* dk = k_cache[static_cast<size_t>(l)].data() + int64_t{r.slot0} * kv_dim;
+        float* dv = v_cache[static_cast<size_t>(l)].data() + int64_t{r.slot0} * kv_dim;
+        std::copy(sk, sk + int64_t{r.n} * kv_dim, dk);
+        std::copy(sv, sv + int64_t{r.n} * kv_dim, dv);
+        if (r.delta != 0) {
+            for (int32_t t = 0; t < r.n; ++t) {
+                kernels::rope_apply(dk + t * kv_dim, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(), hp.rope_style);
+            }
+        }
+    }
+    shared.erase(shared.begin() + static_cast<std::ptrdiff_t>(i));
+}
 
 // Turns a row of scaled logits over slots [0, visible) into the logits whose softmax is the
 // attention actually used: invisible keys become -inf; with APE, Local keys seen by a Global
@@ -127,14 +205,49 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
     const int64_t kv_dim = int64_t{hp.n_head_kv} * hd;
     const int64_t group = hp.n_head / hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const float* kc = k_cache[static_cast<size_t>(layer)].data();
-    const float* vc = v_cache[static_cast<size_t>(layer)].data();
     const bool adjust = masked || ape.enabled();
     auto qtag = [&](int64_t i) {
         return rows.queries_global ? BlockTag{} : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
     };
+    std::vector<KeyRun> runs;
+    key_runs(layer, int64_t{rows.slots.back()} + 1, runs);
     std::atomic<int64_t> next{0};
     const kernels::CpuKernels& kk = kernels::cpu_kernels();
+
+    // s [m][n_keys] = scale * Q · K^T for m query rows (stride ldq) of one head group `g`, run by
+    // run; a shared run placed away from its encoded position sees the rows rotated back.
+    auto scores_into = [&](float* s, int64_t n_keys, const float* qp, int64_t ldq, int64_t m, int64_t g,
+                           float* qbuf) {
+        for (const KeyRun& r : runs) {
+            if (r.slot0 >= n_keys) break;
+            const int64_t nk = std::min(r.n, n_keys - r.slot0);
+            const float* qs = qp;
+            int64_t lda = ldq;
+            if (r.back) {
+                for (int64_t i = 0; i < m; ++i) {
+                    std::copy(qp + i * ldq, qp + i * ldq + hd, qbuf + i * hd);
+                    kernels::rope_apply(qbuf + i * hd, 1, hd, hp.n_rot, r.back, hp.rope_style);
+                }
+                qs = qbuf;
+                lda = hd;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nk),
+                        static_cast<int>(hd), scale, qs, static_cast<int>(lda), r.k + g * hd,
+                        static_cast<int>(kv_dim), 0.0f, s + r.slot0, static_cast<int>(n_keys));
+        }
+    };
+    // out [m][hd] (stride ldo) = s · V, run by run.
+    auto values_into = [&](const float* s, int64_t n_keys, int64_t m, int64_t g, float* out, int64_t ldo) {
+        float beta = 0.0f;
+        for (const KeyRun& r : runs) {
+            if (r.slot0 >= n_keys) break;
+            const int64_t nk = std::min(r.n, n_keys - r.slot0);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(hd),
+                        static_cast<int>(nk), 1.0f, s + r.slot0, static_cast<int>(n_keys), r.v + g * hd,
+                        static_cast<int>(kv_dim), beta, out, static_cast<int>(ldo));
+            beta = 1.0f;
+        }
+    };
 
     if (n == 1) {
         // One query row: the query heads of one KV group are adjacent in q, so each group is one
@@ -143,21 +256,15 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
         const BlockTag tag = qtag(0);
         pool.run([&](int idx, int) {
             std::vector<float>& s = scores[static_cast<size_t>(idx)];
+            float* qbuf = qrot[static_cast<size_t>(idx)].data();
             for (int64_t g = next.fetch_add(1); g < hp.n_head_kv; g = next.fetch_add(1)) {
-                const float* qp = q.data() + g * group * hd;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(group),
-                            static_cast<int>(n_keys), static_cast<int>(hd), scale, qp,
-                            static_cast<int>(hd), kc + g * hd, static_cast<int>(kv_dim), 0.0f,
-                            s.data(), static_cast<int>(n_keys));
+                scores_into(s.data(), n_keys, q.data() + g * group * hd, hd, group, g, qbuf);
                 for (int64_t r = 0; r < group; ++r) {
                     float* row = s.data() + r * n_keys;
                     if (adjust) adjust_row(row, n_keys, tag, masked, ape);
                     lse[static_cast<size_t>(g * group + r)] = kk.softmax(row, n_keys);
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(group),
-                            static_cast<int>(hd), static_cast<int>(n_keys), 1.0f, s.data(),
-                            static_cast<int>(n_keys), vc + g * hd, static_cast<int>(kv_dim), 0.0f,
-                            attn.data() + g * group * hd, static_cast<int>(hd));
+                values_into(s.data(), n_keys, group, g, attn.data() + g * group * hd, hd);
             }
         });
         return;
@@ -167,6 +274,7 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
     const int64_t n_tasks = hp.n_head * n_tiles;
     pool.run([&](int idx, int) {
         std::vector<float>& s = scores[static_cast<size_t>(idx)];
+        float* qbuf = qrot[static_cast<size_t>(idx)].data();
         for (int64_t task = next.fetch_add(1); task < n_tasks; task = next.fetch_add(1)) {
             const int64_t head = task % hp.n_head;
             const int64_t tile = task / hp.n_head;
@@ -175,12 +283,7 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
             const int64_t n_rows = std::min(kAttnTile, n - i0);
             // Causal by cache slot: the row in slot t sees slots [0, t].
             const int64_t n_keys = int64_t{rows.slots[static_cast<size_t>(i0 + n_rows - 1)]} + 1;
-            const float* qp = q.data() + i0 * q_dim + head * hd;
-            // s [rows][n_keys] = scale * Q_tile · K^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_rows),
-                        static_cast<int>(n_keys), static_cast<int>(hd), scale, qp,
-                        static_cast<int>(q_dim), kc + g * hd, static_cast<int>(kv_dim), 0.0f, s.data(),
-                        static_cast<int>(n_keys));
+            scores_into(s.data(), n_keys, q.data() + i0 * q_dim + head * hd, q_dim, n_rows, g, qbuf);
             for (int64_t r = 0; r < n_rows; ++r) {
                 float* row = s.data() + r * n_keys;
                 const int64_t visible = int64_t{rows.slots[static_cast<size_t>(i0 + r)]} + 1;
@@ -188,11 +291,7 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
                 lse[static_cast<size_t>((i0 + r) * hp.n_head + head)] = kk.softmax(row, visible);
                 std::fill(row + visible, row + n_keys, 0.0f);
             }
-            // out [rows][hd] = s · V
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n_rows),
-                        static_cast<int>(hd), static_cast<int>(n_keys), 1.0f, s.data(),
-                        static_cast<int>(n_keys), vc + g * hd, static_cast<int>(kv_dim), 0.0f,
-                        attn.data() + i0 * q_dim + head * hd, static_cast<int>(q_dim));
+            values_into(s.data(), n_keys, n_rows, g, attn.data() + i0 * q_dim + head * hd, q_dim);
         }
     });
 }
@@ -211,8 +310,9 @@ void Context::Impl::probe(int32_t layer, const ForwardRows& rows, bool masked, c
     const int64_t kv_dim = int64_t{hp.n_head_kv} * hd;
     const int64_t group = hp.n_head / hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const float* kc = k_cache[static_cast<size_t>(layer)].data();
     const int64_t n = static_cast<int64_t>(rows.slots.size());
+    std::vector<KeyRun> runs;
+    key_runs(layer, int64_t{rows.slots.back()} + 1, runs);
 
     // (row index in the request, row index in this micro-batch) for rows computed here.
     std::vector<std::pair<int32_t, int64_t>> here;
@@ -234,7 +334,20 @@ void Context::Impl::probe(int32_t layer, const ForwardRows& rows, bool masked, c
             const int64_t visible = int64_t{rows.slots[static_cast<size_t>(i)]} + 1;
             const float* qp = q.data() + i * q_dim + head * hd;
             float* row = s.data();
-            for (int64_t j = 0; j < visible; ++j) row[j] = scale * kk.dot_f32(qp, kc + j * kv_dim + g * hd, hd);
+            float* qbuf = qrot[static_cast<size_t>(idx)].data();
+            for (const KeyRun& r : runs) {
+                if (r.slot0 >= visible) break;
+                const float* qs = qp;
+                if (r.back) {
+                    std::copy(qp, qp + hd, qbuf);
+                    kernels::rope_apply(qbuf, 1, hd, hp.n_rot, r.back, hp.rope_style);
+                    qs = qbuf;
+                }
+                const int64_t e = std::min(visible, r.slot0 + r.n);
+                for (int64_t j = r.slot0; j < e; ++j) {
+                    row[j] = scale * kk.dot_f32(qs, r.k + (j - r.slot0) * kv_dim + g * hd, hd);
+                }
+            }
             const BlockTag tag =
                 rows.queries_global ? BlockTag{} : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
             const size_t at = out.index(li, hi, ri);
@@ -289,6 +402,8 @@ void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
     lse.resize(sz(n * hp.n_head));
     scores.resize(sz(pool.n_threads()));
     for (auto& s : scores) s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * n_keys_max));
+    qrot.resize(sz(pool.n_threads()));
+    for (auto& r : qrot) r.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * hd));
     if (ex.value_drift) ex.value_drift->assign(sz(n), 0.0f);
 
     // Any non-Global slot in view means the mask must be evaluated.
@@ -548,9 +663,8 @@ Status Context::Impl::prepare_probe(const ProbeRequest& req, int32_t n_tokens, P
     return {};
 }
 
-Status Context::splice(const PassageKv& kv, int32_t position, BlockTag tag) {
-    Impl& s = *impl_;
-    const ModelHParams& hp = s.model->hparams();
+Status Context::Impl::check_splice(const PassageKv& kv, int32_t position) const {
+    const ModelHParams& hp = model->hparams();
     const int32_t kv_dim = hp.n_head_kv * hp.head_dim;
     if (!kv.consistent() || kv.n_layer != hp.n_layer || kv.kv_dim != kv_dim) {
         return make_error(Errc::InvalidArgument,
@@ -562,11 +676,19 @@ Status Context::splice(const PassageKv& kv, int32_t position, BlockTag tag) {
     for (TokenId t : kv.tokens) {
         if (t < 0 || t >= hp.n_vocab) return make_error(Errc::InvalidArgument, "Context::splice: token id out of range");
     }
-    if (int64_t{s.n_past} + kv.n_tokens > s.params.n_ctx) {
-        return make_error(Errc::OutOfRange, "Context::splice: context full: " + std::to_string(s.n_past) + " + " +
+    if (int64_t{n_past} + kv.n_tokens > params.n_ctx) {
+        return make_error(Errc::OutOfRange, "Context::splice: context full: " + std::to_string(n_past) + " + " +
                                                 std::to_string(kv.n_tokens) + " tokens exceed n_ctx = " +
-                                                std::to_string(s.params.n_ctx));
+                                                std::to_string(params.n_ctx));
     }
+    return {};
+}
+
+Status Context::splice(const PassageKv& kv, int32_t position, BlockTag tag) {
+    Impl& s = *impl_;
+    const ModelHParams& hp = s.model->hparams();
+    ATTNRAG_TRY(s.check_splice(kv, position));
+    const int32_t kv_dim = hp.n_head_kv * hp.head_dim;
     const int64_t n_pairs = hp.n_rot / 2;
     const auto n = static_cast<int64_t>(kv.n_tokens);
     const int64_t slot0 = s.n_past;
@@ -598,6 +720,40 @@ Status Context::splice(const PassageKv& kv, int32_t position, BlockTag tag) {
     return {};
 }
 
+Status Context::splice(std::shared_ptr<const PassageKv> kv, int32_t position, BlockTag tag) {
+    Impl& s = *impl_;
+    const ModelHParams& hp = s.model->hparams();
+    if (!kv) return make_error(Errc::InvalidArgument, "Context::splice: no passage state");
+    ATTNRAG_TRY(s.check_splice(*kv, position));
+    if (kv->n_tokens == 0) return {};
+    Impl::SharedRun run;
+    run.slot0 = s.n_past;
+    run.n = kv->n_tokens;
+    run.delta = position - kv->encoded_position;
+    if (run.delta != 0) {
+        run.back.resize(static_cast<size_t>(hp.n_rot / 2 * 2));
+        kernels::rope_angles(static_cast<float>(-run.delta), hp.n_rot, hp.rope_base, run.back.data());
+    }
+    run.kv = std::move(kv);
+    const PassageKv& state = *run.kv;
+    for (int32_t i = 0; i < state.n_tokens; ++i) {
+        const auto slot = static_cast<size_t>(run.slot0 + i);
+        s.slot_tokens[slot] = state.tokens[static_cast<size_t>(i)];
+        s.slot_tags[slot] = tag;
+        s.positions[slot] = position + i;
+    }
+    s.n_past += state.n_tokens;
+    s.next_pos = std::max(s.next_pos, position + state.n_tokens);
+    s.shared.push_back(std::move(run));
+    return {};
+}
+
+int32_t Context::n_shared_slots() const {
+    int32_t n = 0;
+    for (const auto& r : impl_->shared) n += r.n;
+    return n;
+}
+
 Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
     const Impl& s = *impl_;
     const ModelHParams& hp = s.model->hparams();
@@ -621,12 +777,26 @@ Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
                                                          std::to_string(end) + ") do not have consecutive positions");
         }
     }
-    const size_t row = static_cast<size_t>(kv.kv_dim);
+    // Run by run: rows of shared runs placed away from their encoded position are rotated to it.
+    const int64_t row = kv.kv_dim;
+    std::vector<Impl::KeyRun> runs;
+    std::vector<double> fwd(static_cast<size_t>(hp.n_rot / 2 * 2));
     for (int32_t l = 0; l < hp.n_layer; ++l) {
-        const float* sk = s.k_cache[static_cast<size_t>(l)].data() + static_cast<size_t>(begin) * row;
-        const float* sv = s.v_cache[static_cast<size_t>(l)].data() + static_cast<size_t>(begin) * row;
-        std::copy(sk, sk + per_layer, kv.k.data() + static_cast<size_t>(l) * per_layer);
-        std::copy(sv, sv + per_layer, kv.v.data() + static_cast<size_t>(l) * per_layer);
+        s.key_runs(l, end, runs);
+        float* dk = kv.k.data() + static_cast<size_t>(l) * per_layer;
+        float* dv = kv.v.data() + static_cast<size_t>(l) * per_layer;
+        for (const Impl::KeyRun& r : runs) {
+            const int64_t b = std::max<int64_t>(r.slot0, begin), e = r.slot0 + r.n;
+            if (e <= b) continue;
+            std::copy(r.k + (b - r.slot0) * row, r.k + (e - r.slot0) * row, dk + (b - begin) * row);
+            std::copy(r.v + (b - r.slot0) * row, r.v + (e - r.slot0) * row, dv + (b - begin) * row);
+            if (r.delta == 0) continue;
+            kernels::rope_angles(static_cast<float>(r.delta), hp.n_rot, hp.rope_base, fwd.data());
+            for (int64_t t = b; t < e; ++t) {
+                kernels::rope_apply(dk + (t - begin) * row, hp.n_head_kv, hp.head_dim, hp.n_rot, fwd.data(),
+                                    hp.rope_style);
+            }
+        }
     }
     return kv;
 }
@@ -646,6 +816,12 @@ Status Context::recompute(std::span<const int32_t> slots, const RecomputeOptions
     }
     if (options.value_drift) options.value_drift->clear();
     if (slots.empty()) return {};
+    // Rewritten slots must be the context's own: shared runs among them are copied first.
+    for (size_t i = s.shared.size(); i-- > 0;) {
+        const auto& r = s.shared[i];
+        const auto it = std::lower_bound(slots.begin(), slots.end(), r.slot0);
+        if (it != slots.end() && *it < r.slot0 + r.n) s.materialize(i);
+    }
     std::vector<TokenId> tokens(slots.size());
     std::vector<int32_t> pos(slots.size());
     for (size_t i = 0; i < slots.size(); ++i) {
@@ -702,6 +878,12 @@ int32_t Context::next_position() const { return impl_->next_pos; }
 void Context::truncate(int32_t n_keep) {
     Impl& s = *impl_;
     s.n_past = std::clamp(n_keep, 0, s.n_past);
+    // Shared runs past the end are released; one cut in two keeps its head.
+    while (!s.shared.empty() && s.shared.back().slot0 >= s.n_past) s.shared.pop_back();
+    if (!s.shared.empty()) {
+        auto& r = s.shared.back();
+        r.n = std::min(r.n, s.n_past - r.slot0);
+    }
     s.next_pos = 0;
     for (int32_t i = 0; i < s.n_past; ++i) s.next_pos = std::max(s.next_pos, s.positions[static_cast<size_t>(i)] + 1);
 }

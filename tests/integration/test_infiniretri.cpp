@@ -10,6 +10,7 @@
 #include "attnrag/model.hpp"
 #include "attnrag/pipelines/infiniretri.hpp"
 #include "attnrag/pipelines/qa_metrics.hpp"
+#include "real_model.hpp"
 #include "test_support.hpp"
 
 using namespace attnrag;
@@ -18,23 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const Model& real_model() {
-    static std::optional<Model> model;
-    if (!model) {
-        auto path = test::model_path();
-        if (path.empty())
-            FAIL("the default model is missing: run ./scripts/setup.sh (or set ATTNRAG_MODEL)");
-        auto m = Model::load(path.string());
-        if (!m) FAIL(m.error().message);
-        model.emplace(std::move(m).value());
-    }
-    return *model;
-}
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using test::real_model;
 
 void write_file(const fs::path& p, std::string_view bytes) {
     std::ofstream out(p, std::ios::binary);
@@ -52,22 +37,7 @@ std::vector<SourceSentence> all_sentences(SentenceSource& src) {
     return out;
 }
 
-// Paul Graham's essays, sorted by name, joined by blank lines.
-std::string essays() {
-    const fs::path dir =
-        test::shared_data_dir() / "niah" / "paul_graham_essays" / "PaulGrahamEssays";
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        if (e.path().extension() == ".txt") files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
-    std::string text;
-    for (const auto& f : files) {
-        if (!text.empty()) text += "\n\n";
-        text += slurp(f);
-    }
-    return text;
-}
+std::string essays() { return test::essays_text(); }
 
 struct Needle {
     std::string needle, question;

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -16,30 +15,7 @@ using attnrag::test::run_cli;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-// About `n_bytes` of Paul Graham's essays (whole files, in name order).
-std::string essays(size_t n_bytes) {
-    const fs::path dir = attnrag::test::shared_data_dir() / "niah" / "paul_graham_essays" / "PaulGrahamEssays";
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        if (e.path().extension() == ".txt") files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
-    std::string text;
-    for (const auto& f : files) {
-        if (text.size() >= n_bytes) break;
-        if (!text.empty()) text += "\n\n";
-        text += slurp(f);
-    }
-    REQUIRE(text.size() >= n_bytes);
-    return text;
-}
+std::string essays(size_t n_bytes) { return attnrag::test::essays_text(n_bytes); }
 
 struct Needle {
     std::string needle, question, answer;

@@ -1,11 +1,15 @@
 // Shared helpers for tests: paths to the real model and the shared data, temp dirs.
 #include "test_support.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <vector>
 
 #include <catch2/catch.hpp>
 #include <sys/wait.h>
@@ -37,6 +41,24 @@ std::filesystem::path make_temp_dir(const std::string& tag) {
                 std::to_string(counter++) + "_" + std::to_string(rd() % 100000));
     std::filesystem::create_directories(dir);
     return dir;
+}
+
+std::string essays_text(size_t min_bytes) {
+    const auto dir = shared_data_dir() / "niah" / "paul_graham_essays" / "PaulGrahamEssays";
+    std::vector<std::filesystem::path> files;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        if (e.path().extension() == ".txt") files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    std::string text;
+    for (const auto& f : files) {
+        if (min_bytes > 0 && text.size() >= min_bytes) break;
+        if (!text.empty()) text += "\n\n";
+        std::ifstream in(f, std::ios::binary);
+        text.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    REQUIRE(text.size() >= min_bytes);
+    return text;
 }
 
 std::filesystem::path cli_path() {

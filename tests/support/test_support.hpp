@@ -13,6 +13,9 @@ std::filesystem::path source_dir();
 std::filesystem::path model_path();
 // ../shared/data beside the repository (or $ATTNRAG_SHARED_DATA).
 std::filesystem::path shared_data_dir();
+// Paul Graham's essays from the shared data (sorted by file name, joined by blank lines); with
+// `min_bytes` > 0, only the first essays that make at least that many bytes.
+std::string essays_text(size_t min_bytes = 0);
 // A fresh empty directory under the system temp dir, unique per call.
 std::filesystem::path make_temp_dir(const std::string& tag);
 

@@ -77,6 +77,9 @@ struct InfiniRetri::Impl {
         const InfiniRetriOptions* opt = nullptr;
         InfiniRetriPrompt prompt;
         ProbeRequest probe;
+        // [probe layer][probe head]: 1 where the pair is summed (all of them unless
+        // options.layer_heads picks some of the probed layer x head grid).
+        std::vector<char> pair_used;
         int32_t cache_limit = 0;
         std::vector<float> w2;  // squared question weight per query row (frozen after chunk 1)
         std::vector<KeptSentence> cache;
@@ -112,7 +115,44 @@ struct InfiniRetri::Impl {
                                                              std::to_string(hp.n_head) + ")");
             }
         }
-        return {};
+        return check_layer_heads(o.layer_heads, hp.n_layer, hp.n_head, "infiniretri");
+    }
+
+    // The probed layers and heads, and which of their pairs are summed. With layer_heads the
+    // probe reads the union of their layers and heads (one probe call) and the mask keeps just
+    // the chosen pairs.
+    void set_probe_heads(Run& run, const InfiniRetriOptions& o) const {
+        const int32_t n_head = model->hparams().n_head;
+        if (o.layer_heads.empty()) {
+            run.probe.layers =
+                o.layers.empty() ? std::vector<int32_t>{model->hparams().n_layer / 2} : o.layers;
+            run.probe.heads = o.heads;
+            const size_t n_heads = o.heads.empty() ? static_cast<size_t>(n_head) : o.heads.size();
+            run.pair_used.assign(run.probe.layers.size() * n_heads, 1);
+            return;
+        }
+        std::vector<int32_t> layers, heads;
+        for (const LayerHead& lh : o.layer_heads) {
+            layers.push_back(lh.layer);
+            heads.push_back(lh.head);
+        }
+        for (auto* v : {&layers, &heads}) {
+            std::sort(v->begin(), v->end());
+            v->erase(std::unique(v->begin(), v->end()), v->end());
+        }
+        run.pair_used.assign(layers.size() * heads.size(), 0);
+        for (const LayerHead& lh : o.layer_heads) {
+            const auto li =
+                std::lower_bound(layers.begin(), layers.end(), lh.layer) - layers.begin();
+            const auto hi = std::lower_bound(heads.begin(), heads.end(), lh.head) - heads.begin();
+            run.pair_used[static_cast<size_t>(li) * heads.size() + static_cast<size_t>(hi)] = 1;
+        }
+        run.probe.layers = std::move(layers);
+        run.probe.heads = std::move(heads);
+    }
+
+    static size_t pair_index(const ProbeResult& att, int32_t li, int32_t hi) {
+        return static_cast<size_t>(li) * static_cast<size_t>(att.n_heads) + static_cast<size_t>(hi);
     }
 
     // One chunk pass: prompt over cache + chunk, probe the question rows, keep the sentences of
@@ -153,6 +193,7 @@ struct InfiniRetri::Impl {
                     double w = 0;
                     for (int32_t li = 0; li < att.n_layers; ++li) {
                         for (int32_t hi = 0; hi < att.n_heads; ++hi) {
+                            if (!run.pair_used[pair_index(att, li, hi)]) continue;
                             const auto& p = att.probs[att.index(li, hi, ri)];
                             for (size_t j = static_cast<size_t>(q_begin); j < p.size(); ++j)
                                 w += p[j];
@@ -170,6 +211,7 @@ struct InfiniRetri::Impl {
         std::vector<float> a(static_cast<size_t>(ctx_end - ctx_begin), 0.0f);
         for (int32_t li = 0; li < att.n_layers; ++li) {
             for (int32_t hi = 0; hi < att.n_heads; ++hi) {
+                if (!run.pair_used[pair_index(att, li, hi)]) continue;
                 for (int32_t ri = 0; ri < att.n_rows; ++ri) {
                     const auto& p = att.probs[att.index(li, hi, ri)];
                     const float w2 = run.w2[static_cast<size_t>(ri)];
@@ -272,9 +314,7 @@ struct InfiniRetri::Impl {
         }
         run.cache_limit = std::min(o.cache_tokens, room);
         run.out.cache_limit = run.cache_limit;
-        run.probe.layers =
-            o.layers.empty() ? std::vector<int32_t>{model->hparams().n_layer / 2} : o.layers;
-        run.probe.heads = o.heads;
+        set_probe_heads(run, o);
         run.probe.keep_probs = true;
         run.probe.stop_after_last_layer = true;
 

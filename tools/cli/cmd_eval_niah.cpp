@@ -21,7 +21,6 @@
 
 namespace attnrag::cli {
 
-
 namespace {
 
 namespace fs = std::filesystem;
@@ -38,6 +37,7 @@ struct Cell {
     int32_t depth = 0;
     std::string needle_id;
     bool hit = false, skipped = false;
+    bool needle_kept = false;  // InfiniRetri: a kept sentence holds the needle (retrieval worked)
     double seconds = 0;
     int64_t tokens_read = 0;
     int32_t n_chunks = 0, cache_tokens = 0;
@@ -221,6 +221,27 @@ std::string with_needle(const Haystack::Cut& c, int32_t depth, const std::string
     return out;
 }
 
+// --heads: "top:N" (the N best heads of the ranking stored for the model) or "L:H,L:H".
+Result<std::vector<pipelines::LayerHead>> read_heads_option(const std::string& value,
+                                                            const std::optional<std::string>& dir,
+                                                            const Model& model) {
+    if (value.rfind("top:", 0) != 0) return pipelines::parse_layer_heads(value);
+    const std::string n_text = value.substr(4);
+    char* end = nullptr;
+    const long n = std::strtol(n_text.c_str(), &end, 10);
+    if (n_text.empty() || *end != '\0' || n < 1 || n > 100000)
+        return make_error(Errc::InvalidArgument, "bad --heads '" + value + "' (example: top:8)");
+    fs::path heads_dir;
+    if (dir) {
+        heads_dir = *dir;
+    } else {
+        auto d = pipelines::default_heads_dir();
+        if (!d) return d.error();
+        heads_dir = *d;
+    }
+    return pipelines::top_retrieval_heads(heads_dir, model, static_cast<int32_t>(n));
+}
+
 // ---- SVG heatmap ----------------------------------------------------------------------------
 
 // Red (0) -> amber (0.5) -> green (1).
@@ -338,6 +359,10 @@ int eval_niah(int argc, char** argv) {
         {"cache-tokens", true, "InfiniRetri cache cap (default 4096)"},
         {"layers", true,
          "layers whose attention is read, e.g. 29 or 12,13,14 (default: the middle layer)"},
+        {"heads", true,
+         "read only these (layer, head) pairs, summed: top:N (the N best stored retrieval heads, "
+         "see attnrag heads) or L:H,L:H (overrides --layers)"},
+        {"heads-dir", true, "where retrieval-head rankings are stored (default as attnrag heads)"},
         {"max-answer-tokens", true, "answer length limit (default 32)"},
         {"json", false, "print one JSON object"},
         {"plot", true, "write an SVG heatmap (lengths x depths) to this file"},
@@ -389,6 +414,7 @@ int eval_niah(int argc, char** argv) {
         if (!v) return fail_usage("eval", "bad --layers '" + *l + "'");
         opt.layers = *v;
     }
+    const std::optional<std::string> heads_arg = args.get("heads");
     const bool json = args.flag("json"), verbose = args.flag("verbose");
 
     auto needles = read_needles(*needles_path);
@@ -397,6 +423,17 @@ int eval_niah(int argc, char** argv) {
         needles->resize(static_cast<size_t>(limit));
     auto model = load_model_from(args, "eval");
     if (!model) return 1;
+    if (heads_arg) {
+        auto heads = read_heads_option(*heads_arg, args.get("heads-dir"), *model);
+        if (!heads) return fail("eval", heads.error().message);
+        opt.layer_heads = std::move(heads).value();
+        const auto& hp = model->hparams();
+        if (auto ok =
+                pipelines::check_layer_heads(opt.layer_heads, hp.n_layer, hp.n_head, "--heads");
+            !ok) {
+            return fail("eval", ok.error().message);
+        }
+    }
     auto hay = Haystack::load(*haystack_path, model->tokenizer());
     if (!hay) return fail("eval", hay.error().message);
     auto ir = InfiniRetri::create(*model, n_threads);
@@ -458,6 +495,10 @@ int eval_niah(int argc, char** argv) {
                     cell.tokens_read = a->n_tokens_read;
                     cell.n_chunks = a->n_chunks;
                     cell.cache_tokens = a->n_cache_tokens;
+                    cell.needle_kept = std::any_of(
+                        a->kept.begin(), a->kept.end(), [&](const pipelines::KeptSentence& k) {
+                            return k.text.find(n.needle) != std::string::npos;
+                        });
                 }
                 LengthStats& ls = per_length[li];
                 if (cell.skipped) {
@@ -490,6 +531,8 @@ int eval_niah(int argc, char** argv) {
         n += ls.n;
     }
     const double accuracy = n > 0 ? static_cast<double>(hits) / n : 0.0;
+    const auto n_kept =
+        std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.needle_kept; });
 
     if (auto plot = args.get("plot")) {
         std::string title = "Needle in a haystack, ";
@@ -514,6 +557,17 @@ int eval_niah(int argc, char** argv) {
                             {"seconds", total_s},
                             {"model", model->path()},
                             {"needles", needles->size()}};
+        if (mode != "full") {
+            j["needles_kept"] = n_kept;
+            // What the chunk passes read: the (layer, head) pairs, else the layers (all heads).
+            if (!opt.layer_heads.empty()) {
+                j["heads"] = pipelines::format_layer_heads(opt.layer_heads);
+            } else {
+                j["layers"] = opt.layers.empty()
+                                  ? std::vector<int32_t>{model->hparams().n_layer / 2}
+                                  : opt.layers;
+            }
+        }
         j["cells"] = nlohmann::json::array();
         for (const auto& c : cells) {
             j["cells"].push_back({{"length", c.length},
@@ -525,6 +579,7 @@ int eval_niah(int argc, char** argv) {
                                   {"tokens_read", c.tokens_read},
                                   {"chunks", c.n_chunks},
                                   {"cache_tokens", c.cache_tokens},
+                                  {"needle_kept", c.needle_kept},
                                   {"prediction", c.prediction}});
         }
         j["lengths"] = nlohmann::json::array();
@@ -543,8 +598,13 @@ int eval_niah(int argc, char** argv) {
         return 0;
     }
 
-    std::printf("needle in a haystack: mode %s, %zu needles, %zu lengths x %zu depths\n\n",
+    std::printf("needle in a haystack: mode %s, %zu needles, %zu lengths x %zu depths\n",
                 mode.c_str(), needles->size(), lengths.size(), depths->size());
+    if (mode != "full" && !opt.layer_heads.empty()) {
+        std::printf("attention read from (layer:head) %s\n",
+                    pipelines::format_layer_heads(opt.layer_heads).c_str());
+    }
+    std::printf("\n");
     std::printf("%-10s", "length");
     for (int32_t d : *depths) std::printf(" %6d%%", d);
     std::printf("\n");
@@ -563,6 +623,7 @@ int eval_niah(int argc, char** argv) {
         std::printf("\n");
     }
     std::printf("\naccuracy %.3f (%d/%d)", accuracy, hits, n);
+    if (mode != "full") std::printf(", needle kept in %ld", static_cast<long>(n_kept));
     const int n_skipped = static_cast<int>(
         std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.skipped; }));
     if (n_skipped > 0) std::printf(", %d skipped (the prompt does not fit the window)", n_skipped);

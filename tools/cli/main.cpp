@@ -21,7 +21,8 @@ void print_usage() {
         "  search       BM25, dense or hybrid search over a corpus\n"
         "  ask          answer a question from a corpus, with citations (passage KV reused)\n"
         "  docs         list, show or delete a corpus's documents\n"
-        "  eval         evaluation harnesses (retrieval on BEIR data)\n\n"
+        "  eval         evaluation harnesses (retrieval on BEIR data)\n"
+        "  heads        rank the model's retrieval heads on copy trials (stored per model)\n\n"
         "Run 'attnrag <command> --help' for a command's options.\n");
 }
 
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
     if (cmd == "ask") return cmd_ask(argc - 2, argv + 2);
     if (cmd == "docs") return cmd_docs(argc - 2, argv + 2);
     if (cmd == "eval") return cmd_eval(argc - 2, argv + 2);
+    if (cmd == "heads") return cmd_heads(argc - 2, argv + 2);
     std::fprintf(stderr, "attnrag: unknown command '%s' (see attnrag --help)\n", cmd.c_str());
     return 2;
 }

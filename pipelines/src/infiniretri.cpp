@@ -322,6 +322,7 @@ struct InfiniRetri::Impl {
         std::vector<KeptSentence> chunk;
         int32_t chunk_n = 0;
         auto flush = [&]() -> Status {
+            const uint64_t consumed = chunk.back().end;  // source bytes read into chunks so far
             ATTNRAG_TRY(chunk_pass(run, chunk));
             chunk.clear();
             chunk_n = 0;
@@ -329,7 +330,7 @@ struct InfiniRetri::Impl {
             if (o.on_progress) {
                 const double s = std::max(1e-9, ms_since(t0) / 1000.0);
                 const InfiniRetriProgress pr{
-                    run.out.n_tokens_read,  source.bytes_read(),
+                    run.out.n_tokens_read,  consumed,
                     source.size_bytes(),    run.out.n_chunks,
                     n_tokens_of(run.cache), static_cast<double>(run.out.n_tokens_read) / s};
                 if (!o.on_progress(pr))
@@ -376,6 +377,11 @@ struct InfiniRetri::Impl {
             auto s = reader.next();
             if (!s) return s.error();
             if (!*s) break;
+            if (run.out.n_tokens_read + static_cast<int64_t>((*s)->ids.size()) > budget &&
+                o.truncate_full) {
+                run.out.truncated = true;  // keep the beginning that fits; stop reading
+                break;
+            }
             run.out.n_tokens_read += static_cast<int64_t>((*s)->ids.size());
             if (run.out.n_tokens_read > budget) {
                 return make_error(Errc::OutOfRange,
@@ -387,6 +393,10 @@ struct InfiniRetri::Impl {
             doc.push_back(std::move(**s));
         }
         run.out.n_sentences = reader.n_source_sentences();
+        if (doc.empty() && run.out.truncated) {
+            return make_error(Errc::OutOfRange, source.name() + ": the first sentence alone does not fit the " +
+                                                    std::to_string(ctx.n_ctx()) + "-token window");
+        }
         if (doc.empty())
             return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
         run.out.read_ms = ms_since(t0);

@@ -348,12 +348,22 @@ TEST_CASE("a file larger than the window streams with a bounded cache", "[smollm
     InfiniRetriOptions o;
     o.max_answer_tokens = 16;
     int32_t max_cache = 0;
+    std::vector<uint64_t> progress_bytes;
     o.on_progress = [&](const InfiniRetriProgress& p) {
         max_cache = std::max(max_cache, p.n_cache_tokens);
+        progress_bytes.push_back(p.n_bytes_read);
+        CHECK(p.n_bytes_total == fs::file_size(file));
         return true;
     };
     auto a = ir->answer(*src, "What is the main point of the essays?", o);
     REQUIRE(a.ok());
+    // Progress counts the bytes read into chunks: rising with every chunk, up to the last
+    // sentence's end (all but the file's trailing white space).
+    REQUIRE(progress_bytes.size() == static_cast<size_t>(a->n_chunks));
+    CHECK(std::is_sorted(progress_bytes.begin(), progress_bytes.end()));
+    CHECK(progress_bytes.front() < fs::file_size(file) / 4);
+    CHECK(progress_bytes.back() <= fs::file_size(file));
+    CHECK(progress_bytes.back() + 4 >= fs::file_size(file));
     const long hwm_after = vm_hwm_kib();
     INFO("VmHWM growth " << (hwm_after - hwm_before) / 1024 << " MiB; max cache " << max_cache
                          << " tokens");

@@ -158,6 +158,15 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     auto limited = run_cli("eval longqa --json --limit 1 --mode full " + model_args() + " " + file.string());
     REQUIRE(limited.code == 0);
     CHECK(nlohmann::json::parse(limited.out)["n"] == 1);
+    CHECK(nlohmann::json::parse(limited.out)["truncated"] == 0);
+    // The full-prompt baseline cuts a document longer than its window to what fits.
+    auto cut = run_cli("eval longqa --json --limit 1 --mode full --ctx 1024 " + model_args() + " " + file.string());
+    REQUIRE(cut.code == 0);
+    auto cj = nlohmann::json::parse(cut.out);
+    CHECK(cj["truncated"] == 1);
+    CHECK(cj["questions"][0]["truncated"] == true);
+    CHECK(cj["questions"][0]["tokens_read"].get<int64_t>() < 1024);
+    CHECK(cj["questions"][0]["tokens_read"].get<int64_t>() > 700);
 
     // Malformed input fails before any model work, naming file and line.
     std::ofstream(dir / "broken.jsonl") << "{\"id\": \"a\", \"document\": \"x\", \"question\": \"q\", \"answers\": [\"y\"]}\n{not json\n";

@@ -171,6 +171,7 @@ int ask_file(Args& args, const std::string& file, const std::string& question, b
     if (!source) return fail("ask", source.error().message);
     auto model = load_model_from(args, "ask");
     if (!model) return 1;
+    if (auto hs = read_infiniretri_heads(args, *model, options); !hs) return fail("ask", hs.error().message);
     auto reader = pipelines::InfiniRetri::create(*model, n_threads, n_ctx);
     if (!reader) return fail("ask", reader.error().message);
 

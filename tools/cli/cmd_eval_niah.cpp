@@ -17,6 +17,7 @@
 #include "attnrag/pipelines/qa_metrics.hpp"
 #include "attnrag/text.hpp"
 #include "common.h"
+#include "infiniretri_args.h"
 #include "progress.h"
 
 namespace attnrag::cli {
@@ -221,27 +222,6 @@ std::string with_needle(const Haystack::Cut& c, int32_t depth, const std::string
     return out;
 }
 
-// --heads: "top:N" (the N best heads of the ranking stored for the model) or "L:H,L:H".
-Result<std::vector<pipelines::LayerHead>> read_heads_option(const std::string& value,
-                                                            const std::optional<std::string>& dir,
-                                                            const Model& model) {
-    if (value.rfind("top:", 0) != 0) return pipelines::parse_layer_heads(value);
-    const std::string n_text = value.substr(4);
-    char* end = nullptr;
-    const long n = std::strtol(n_text.c_str(), &end, 10);
-    if (n_text.empty() || *end != '\0' || n < 1 || n > 100000)
-        return make_error(Errc::InvalidArgument, "bad --heads '" + value + "' (example: top:8)");
-    fs::path heads_dir;
-    if (dir) {
-        heads_dir = *dir;
-    } else {
-        auto d = pipelines::default_heads_dir();
-        if (!d) return d.error();
-        heads_dir = *d;
-    }
-    return pipelines::top_retrieval_heads(heads_dir, model, static_cast<int32_t>(n));
-}
-
 // ---- SVG heatmap ----------------------------------------------------------------------------
 
 // Red (0) -> amber (0.5) -> green (1).
@@ -347,30 +327,22 @@ std::string heatmap_svg(const std::string& title, const std::vector<int64_t>& le
 }  // namespace
 
 int eval_niah(int argc, char** argv) {
-    const std::vector<OptionSpec> specs = {
+    std::vector<OptionSpec> specs = {
         {"haystack", true, "haystack: a .txt file or a folder of .txt files (required)"},
         {"needles", true, "needles JSONL: {id, needle, question, answers} (required)"},
         {"lengths", true, "haystack lengths in tokens, e.g. 4k,16k,128k,1m (default 4k)"},
         {"depths", true, "needle depths in % (default 0,10,...,100)"},
         {"mode", true, "infiniretri | full (default infiniretri)"},
         {"limit-needles", true, "use only the first N needles"},
-        {"chunk-tokens", true, "InfiniRetri chunk size (default 1024)"},
-        {"top-k", true, "InfiniRetri tokens kept per chunk (default 300)"},
-        {"cache-tokens", true, "InfiniRetri cache cap (default 4096)"},
-        {"layers", true,
-         "layers whose attention is read, e.g. 29 or 12,13,14 (default: the middle layer)"},
-        {"heads", true,
-         "read only these (layer, head) pairs, summed: top:N (the N best stored retrieval heads, "
-         "see attnrag heads) or L:H,L:H (overrides --layers)"},
-        {"heads-dir", true, "where retrieval-head rankings are stored (default as attnrag heads)"},
         {"max-answer-tokens", true, "answer length limit (default 32)"},
         {"json", false, "print one JSON object"},
         {"plot", true, "write an SVG heatmap (lengths x depths) to this file"},
         {"verbose", false, "print every cell's answer"},
-        kModelOption,
-        kThreadsOption,
-        {"help", false, "show this help"},
     };
+    for (auto& spec : infiniretri_option_specs()) specs.push_back(std::move(spec));
+    specs.push_back(kModelOption);
+    specs.push_back(kThreadsOption);
+    specs.push_back({"help", false, "show this help"});
     Args args(argc, argv, specs);
     if (args.flag("help")) {
         std::printf(
@@ -385,11 +357,9 @@ int eval_niah(int argc, char** argv) {
     const auto limit = args.get_int("limit-needles", 0);
     const auto n_threads = static_cast<int32_t>(args.get_int("threads", 0));
     pipelines::InfiniRetriOptions opt;
-    opt.chunk_tokens = static_cast<int32_t>(args.get_int("chunk-tokens", opt.chunk_tokens));
-    opt.top_k = static_cast<int32_t>(args.get_int("top-k", opt.top_k));
-    opt.cache_tokens = static_cast<int32_t>(args.get_int("cache-tokens", opt.cache_tokens));
     opt.max_answer_tokens = static_cast<int32_t>(args.get_int("max-answer-tokens", 32));
     if (!args.ok()) return fail_usage("eval", args.error());
+    if (std::string err; !read_infiniretri_options(args, opt, err)) return fail_usage("eval", err);
     const auto haystack_path = args.get("haystack");
     const auto needles_path = args.get("needles");
     if (!haystack_path || !needles_path)
@@ -409,12 +379,6 @@ int eval_niah(int argc, char** argv) {
     for (int32_t d : *depths) {
         if (d < 0 || d > 100) return fail_usage("eval", "depths must be in [0, 100]");
     }
-    if (auto l = args.get("layers")) {
-        auto v = parse_ints(*l);
-        if (!v) return fail_usage("eval", "bad --layers '" + *l + "'");
-        opt.layers = *v;
-    }
-    const std::optional<std::string> heads_arg = args.get("heads");
     const bool json = args.flag("json"), verbose = args.flag("verbose");
 
     auto needles = read_needles(*needles_path);
@@ -423,17 +387,7 @@ int eval_niah(int argc, char** argv) {
         needles->resize(static_cast<size_t>(limit));
     auto model = load_model_from(args, "eval");
     if (!model) return 1;
-    if (heads_arg) {
-        auto heads = read_heads_option(*heads_arg, args.get("heads-dir"), *model);
-        if (!heads) return fail("eval", heads.error().message);
-        opt.layer_heads = std::move(heads).value();
-        const auto& hp = model->hparams();
-        if (auto ok =
-                pipelines::check_layer_heads(opt.layer_heads, hp.n_layer, hp.n_head, "--heads");
-            !ok) {
-            return fail("eval", ok.error().message);
-        }
-    }
+    if (auto st = read_infiniretri_heads(args, *model, opt); !st) return fail("eval", st.error().message);
     auto hay = Haystack::load(*haystack_path, model->tokenizer());
     if (!hay) return fail("eval", hay.error().message);
     auto ir = InfiniRetri::create(*model, n_threads);

@@ -1,10 +1,13 @@
 // InfiniRetri command-line options and progress line.
 #include "infiniretri_args.h"
 
+#include "attnrag/pipelines/retrieval_heads.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 namespace attnrag::cli {
 
@@ -61,6 +64,10 @@ std::vector<OptionSpec> infiniretri_option_specs() {
                             std::to_string(d.top_k) + ")"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
         {"layers", true, "InfiniRetri: layers whose attention is read, e.g. 29 or 12-15 (default: the middle layer)"},
+        {"heads", true,
+         "InfiniRetri: read only these (layer, head) pairs, summed: top:N (the N best stored retrieval heads, "
+         "see attnrag heads) or L:H,L:H (overrides --layers)"},
+        {"heads-dir", true, "where retrieval-head rankings are stored (default as attnrag heads)"},
     };
 }
 
@@ -86,6 +93,36 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
         }
     }
     return true;
+}
+
+Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::InfiniRetriOptions& options) {
+    const auto value = args.get("heads");
+    if (!value) return {};
+    Result<std::vector<pipelines::LayerHead>> heads = std::vector<pipelines::LayerHead>{};
+    if (value->rfind("top:", 0) != 0) {
+        heads = pipelines::parse_layer_heads(*value);
+    } else {
+        const std::string n_text = value->substr(4);
+        char* end = nullptr;
+        const long n = std::strtol(n_text.c_str(), &end, 10);
+        if (n_text.empty() || *end != '\0' || n < 1 || n > 100000) {
+            return make_error(Errc::InvalidArgument, "bad --heads '" + *value + "' (example: top:8)");
+        }
+        std::filesystem::path dir;
+        if (auto d = args.get("heads-dir")) {
+            dir = *d;
+        } else {
+            auto def = pipelines::default_heads_dir();
+            if (!def) return def.error();
+            dir = *def;
+        }
+        heads = pipelines::top_retrieval_heads(dir, model, static_cast<int32_t>(n));
+    }
+    if (!heads) return heads.error();
+    const auto& hp = model.hparams();
+    ATTNRAG_TRY(pipelines::check_layer_heads(*heads, hp.n_layer, hp.n_head, "--heads"));
+    options.layer_heads = std::move(heads).value();
+    return {};
 }
 
 std::string infiniretri_progress_line(const pipelines::InfiniRetriProgress& p) {

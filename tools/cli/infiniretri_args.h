@@ -9,13 +9,18 @@
 
 namespace attnrag::cli {
 
-// --chunk-tokens, --top-k, --cache-tokens, --layers.
+// --chunk-tokens, --top-k, --cache-tokens, --layers, --heads, --heads-dir.
 std::vector<OptionSpec> infiniretri_option_specs();
 
 // Reads those options into `options` (unset ones keep its values); false with `error` set on a
-// malformed or out-of-range value.
+// malformed or out-of-range value. --heads top:N needs the model: see read_infiniretri_heads.
 bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& options,
                               std::string& error);
+
+// --heads for `model` into options.layer_heads: "top:N" (the N best heads of the ranking that
+// `attnrag heads` stored for the model, in --heads-dir or the default directory) or "L:H,L:H".
+// Nothing to do without --heads.
+Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::InfiniRetriOptions& options);
 
 // "1,2,5" or "12-15" or a mix -> the integers; false on anything else.
 bool parse_int_list(const std::string& text, std::vector<int32_t>& out);

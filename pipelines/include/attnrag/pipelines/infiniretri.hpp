@@ -79,7 +79,8 @@ class SentenceSource {
 
 struct InfiniRetriProgress {
     int64_t n_tokens_read = 0;  // document tokens read so far
-    uint64_t n_bytes_read = 0, n_bytes_total = 0;
+    uint64_t n_bytes_read = 0;   // source bytes of the sentences read into chunks so far
+    uint64_t n_bytes_total = 0;  // the source's size
     int32_t n_chunks = 0;        // chunks processed so far
     int32_t n_cache_tokens = 0;  // tokens in the sentence cache after the last chunk
     double tokens_per_s = 0;     // document tokens read per second of wall time
@@ -110,6 +111,9 @@ struct InfiniRetriOptions {
     bool question_weight = true;  // weight query rows by w_i^2 (their mass on the question)
     std::string instruction = "Read the text and answer the question very concisely.";
     int32_t max_answer_tokens = 64;
+    // answer_full only: a document longer than the window is cut to the whole sentences from its
+    // start that fit (InfiniRetriAnswer::truncated), instead of an OutOfRange error.
+    bool truncate_full = false;
     SamplerParams sampler = {};                          // greedy by default
     std::function<bool(std::string_view)> on_text = {};  // streamed answer text; false cancels
     // Called after each chunk; false cancels (Errc::Cancelled).
@@ -137,6 +141,7 @@ struct InfiniRetriAnswer {
     int32_t cache_limit = 0;        // the cache cap in effect
     int32_t max_prompt_tokens = 0;  // longest chunk-pass prompt
     int32_t n_answer_tokens = 0;
+    bool truncated = false;  // answer_full with truncate_full: the document was cut to the window
     double read_ms = 0;     // reading, tokenizing and all chunk passes
     double prefill_ms = 0;  // final answer prompt
     double decode_ms = 0;
@@ -168,7 +173,8 @@ class InfiniRetri {
                                      const InfiniRetriOptions& options = {});
 
     // Baseline: the whole document in one prompt (same template and tokenization), greedy
-    // answer. OutOfRange when the prompt and answer do not fit the window (found while reading:
+    // answer. OutOfRange when the prompt and answer do not fit the window, unless
+    // options.truncate_full (found while reading:
     // the source is read only up to the window's size). `kept` is left empty.
     Result<InfiniRetriAnswer> answer_full(SentenceSource& source, std::string_view question,
                                           const InfiniRetriOptions& options = {});

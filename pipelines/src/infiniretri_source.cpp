@@ -312,4 +312,22 @@ const std::string& SentenceSource::name() const {
     return impl_->name;
 }
 
+Result<std::vector<std::filesystem::path>> text_files(const std::filesystem::path& path) {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> files;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+        for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();
+             it.increment(ec)) {
+            if (it->is_regular_file() && it->path().extension() == ".txt") files.push_back(it->path());
+        }
+        if (ec) return make_error(Errc::Io, path.string() + ": " + ec.message());
+        std::sort(files.begin(), files.end());
+    } else if (fs::is_regular_file(path, ec)) {
+        files.push_back(path);
+    }
+    if (files.empty()) return make_error(Errc::NotFound, path.string() + ": no such file or .txt files");
+    return files;
+}
+
 }  // namespace attnrag::pipelines

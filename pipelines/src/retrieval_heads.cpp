@@ -149,27 +149,6 @@ struct Haystack {
     int64_t n_tokens = 0;
 };
 
-Result<std::vector<fs::path>> haystack_files(const fs::path& path) {
-    std::vector<fs::path> files;
-    std::error_code ec;
-    if (fs::is_directory(path, ec)) {
-        for (auto it = fs::recursive_directory_iterator(path, ec);
-             !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-            if (it->is_regular_file() && it->path().extension() == ".txt")
-                files.push_back(it->path());
-        }
-        if (ec) return make_error(Errc::Io, path.string() + ": " + ec.message());
-        std::sort(files.begin(), files.end());
-    } else if (fs::is_regular_file(path, ec)) {
-        files.push_back(path);
-    }
-    if (files.empty()) {
-        return make_error(Errc::NotFound,
-                          "retrieval heads: " + path.string() + ": no such file or .txt files");
-    }
-    return files;
-}
-
 // Lowercase ASCII words of 4..10 letters that appear in lowercase in the text (no names).
 void collect_words(std::string_view text, std::set<std::string>& words) {
     size_t i = 0;
@@ -196,7 +175,7 @@ void collect_words(std::string_view text, std::set<std::string>& words) {
 }
 
 Result<Haystack> read_haystack(const fs::path& path, const Tokenizer& tok, int64_t max_tokens) {
-    auto files = haystack_files(path);
+    auto files = text_files(path);
     if (!files) return files.error();
     Haystack h;
     std::set<std::string> words;

@@ -47,4 +47,11 @@ int fail(const std::string& command, const std::string& message);
 inline const OptionSpec kModelOption{"model", true, "GGUF model file (default: $ATTNRAG_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)"};
 inline const OptionSpec kThreadsOption{"threads", true, "worker threads (default: all cores)"};
 
+// Appends --model, --threads and --help: the tail of every model command's option table.
+inline void add_model_options(std::vector<OptionSpec>& specs) {
+    specs.push_back(kModelOption);
+    specs.push_back(kThreadsOption);
+    specs.push_back({"help", false, "show this help"});
+}
+
 }  // namespace attnrag::cli

@@ -68,9 +68,7 @@ int eval_longqa(int argc, char** argv) {
         {"json", false, "print one JSON object"},
     };
     for (auto& spec : infiniretri_option_specs()) specs.push_back(std::move(spec));
-    specs.push_back(kModelOption);
-    specs.push_back(kThreadsOption);
-    specs.push_back({"help", false, "show this help"});
+    add_model_options(specs);
     Args args(argc, argv, specs);
     if (args.flag("help")) {
         std::printf("%s", usage_text("eval longqa",

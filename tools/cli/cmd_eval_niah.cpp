@@ -121,21 +121,10 @@ Result<std::vector<Needle>> read_needles(const fs::path& path) {
 class Haystack {
  public:
     static Result<Haystack> load(const fs::path& path, const Tokenizer& tok) {
-        std::vector<fs::path> files;
-        std::error_code ec;
-        if (fs::is_directory(path, ec)) {
-            for (auto it = fs::recursive_directory_iterator(path, ec);
-                 !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-                if (it->is_regular_file() && it->path().extension() == ".txt")
-                    files.push_back(it->path());
-            }
-            std::sort(files.begin(), files.end());
-        } else if (fs::exists(path, ec)) {
-            files.push_back(path);
-        }
-        if (files.empty()) return make_error(Errc::NotFound, path.string() + ": no .txt files");
+        auto files = pipelines::text_files(path);
+        if (!files) return files.error();
         Haystack h;
-        for (const auto& f : files) {
+        for (const auto& f : *files) {
             std::ifstream in(f, std::ios::binary);
             std::string body((std::istreambuf_iterator<char>(in)),
                              std::istreambuf_iterator<char>());
@@ -340,9 +329,7 @@ int eval_niah(int argc, char** argv) {
         {"verbose", false, "print every cell's answer"},
     };
     for (auto& spec : infiniretri_option_specs()) specs.push_back(std::move(spec));
-    specs.push_back(kModelOption);
-    specs.push_back(kThreadsOption);
-    specs.push_back({"help", false, "show this help"});
+    add_model_options(specs);
     Args args(argc, argv, specs);
     if (args.flag("help")) {
         std::printf(

@@ -75,6 +75,11 @@ class SentenceSource {
     std::unique_ptr<Impl> impl_;
 };
 
+// The text files a haystack or corpus path names: the file itself, or every .txt file under a
+// folder (recursively, sorted by path). NotFound when there are none, Io when a folder cannot be
+// listed.
+Result<std::vector<std::filesystem::path>> text_files(const std::filesystem::path& path);
+
 // ---- InfiniRetri ------------------------------------------------------------------------------
 
 struct InfiniRetriProgress {

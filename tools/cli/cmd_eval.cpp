@@ -38,6 +38,7 @@ int eval_retrieval(int argc, char** argv) {
         {"beir", true, "BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv (required)"},
         {"mode", true, "bm25 | dense | hybrid (default hybrid)"},
         {"db", true, "corpus directory to build or reuse (default .cache/beir-<folder name>)"},
+        {"embedder", true, "sentence embedder folder (default: models/all-MiniLM-L6-v2)"},
         {"limit", true, "evaluate only the first N queries"},
         {"json", false, "print one JSON object"},
         kThreadsOption,
@@ -51,6 +52,7 @@ int eval_retrieval(int argc, char** argv) {
     const auto limit = args.get_int("limit", 0);
     index::CorpusOptions opt;
     opt.n_threads = static_cast<int32_t>(args.get_int("threads", 0));
+    opt.embedder_dir = args.get_or("embedder", "");
     if (!args.ok()) return fail_usage("eval", args.error());
     auto beir = args.get("beir");
     if (!beir) return fail_usage("eval", "--beir is required");
@@ -271,6 +273,7 @@ int eval_qa(int argc, char** argv) {
         {"corpus", true, "corpus QA folder: corpus.jsonl {_id, title, text} and questions.jsonl"},
         {"questions", true, "with --corpus: the questions file (default <corpus>/questions.jsonl)"},
         {"db", true, "with --corpus: corpus directory to build or reuse (default .cache/qa-<folder name>)"},
+        {"embedder", true, "with --corpus: sentence embedder folder (default: models/all-MiniLM-L6-v2)"},
         {"k", true, "with --corpus: passages retrieved per question (default 5)"},
         {"search", true, "with --corpus: bm25 | dense | hybrid (default hybrid)"},
         {"assembly", true, "full | blocks | blocks-ape | blocks-recompute (default blocks)"},
@@ -278,6 +281,7 @@ int eval_qa(int argc, char** argv) {
         {"citation", true, "citation score: peak | mass | peak-raw | mass-raw (default mass; -raw: no baseline)"},
         {"order", true, "with --passages: given | gold-first | gold-middle | gold-last (default given)"},
         {"limit", true, "evaluate only the first N questions"},
+        {"sample", true, "N questions spread evenly over the file (after --limit)"},
         {"max-tokens", true, "answer length limit in tokens (default 32)"},
         {"kv-dir", true, "also keep passage KV states on disk in DIR (default: memory only)"},
         {"details", true, "write one JSON line per question to FILE"},
@@ -296,6 +300,7 @@ int eval_qa(int argc, char** argv) {
         return 0;
     }
     const auto limit = args.get_int("limit", 0);
+    const auto sample = args.get_int("sample", 0);
     const auto k = args.get_int("k", 5);
     const auto sort_passes = args.get_int("sort-passes", 0);
     const auto max_tokens = args.get_int("max-tokens", 32);
@@ -307,11 +312,11 @@ int eval_qa(int argc, char** argv) {
         return fail_usage("eval", "give one of --passages FILE or --corpus DIR");
     }
     if (passages_file) {
-        for (const char* o : {"questions", "db", "k", "search"}) {
+        for (const char* o : {"questions", "db", "k", "search", "embedder"}) {
             if (args.get(o)) return fail_usage("eval", std::string("--") + o + " needs --corpus");
         }
     }
-    if (limit < 0) return fail_usage("eval", "--limit must be >= 0");
+    if (limit < 0 || sample < 0) return fail_usage("eval", "--limit and --sample must be >= 0");
     if (k < 1 || k > 1000) return fail_usage("eval", "--k must be in [1, 1000]");
     if (sort_passes < 0 || sort_passes > 100) return fail_usage("eval", "--sort-passes must be in [0, 100]");
     if (max_tokens < 1 || max_tokens > 4096) return fail_usage("eval", "--max-tokens must be in [1, 4096]");
@@ -351,6 +356,14 @@ int eval_qa(int argc, char** argv) {
         if (!st) return fail("eval", st.error().message);
     }
     if (limit > 0 && static_cast<size_t>(limit) < items.size()) items.resize(static_cast<size_t>(limit));
+    if (sample > 0) {
+        const std::vector<char> chosen = spread_sample(items.size(), static_cast<size_t>(sample));
+        std::vector<QaItem> picked;
+        for (size_t i = 0; i < items.size(); ++i) {
+            if (chosen[i]) picked.push_back(std::move(items[i]));
+        }
+        items = std::move(picked);
+    }
     if (items.empty()) return fail("eval", "no questions");
 
     std::ofstream details;
@@ -364,6 +377,7 @@ int eval_qa(int argc, char** argv) {
     if (corpus_arg) {
         index::CorpusOptions copt;
         copt.n_threads = static_cast<int32_t>(threads);
+        copt.embedder_dir = args.get_or("embedder", "");
         const fs::path db = args.get_or("db", (fs::path(".cache") / ("qa-" + dataset)).string());
         auto c = index::Corpus::open(db, copt);
         if (!c) return fail("eval", db.string() + ": " + c.error().message);

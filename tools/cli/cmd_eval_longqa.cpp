@@ -108,11 +108,7 @@ int eval_longqa(int argc, char** argv) {
     if (!st) return fail("eval", st.error().message);
     if (limit > 0) n_items = std::min(n_items, static_cast<size_t>(limit));
     if (n_items == 0) return fail("eval", file + ": no questions");
-    std::vector<char> chosen(n_items, 1);
-    if (sample > 0 && static_cast<size_t>(sample) < n_items) {
-        std::fill(chosen.begin(), chosen.end(), 0);
-        for (size_t i = 0; i < static_cast<size_t>(sample); ++i) chosen[i * n_items / static_cast<size_t>(sample)] = 1;
-    }
+    const std::vector<char> chosen = spread_sample(n_items, static_cast<size_t>(sample));
     size_t n_chosen = 0;
     for (char c : chosen) n_chosen += c != 0;
 

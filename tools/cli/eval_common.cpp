@@ -71,6 +71,13 @@ Status read_jsonl(const fs::path& path, const std::function<bool(const nlohmann:
     return {};
 }
 
+std::vector<char> spread_sample(size_t n_items, size_t n) {
+    if (n == 0 || n >= n_items) return std::vector<char>(n_items, 1);
+    std::vector<char> chosen(n_items, 0);
+    for (size_t i = 0; i < n; ++i) chosen[i * n_items / n] = 1;
+    return chosen;
+}
+
 double median(std::vector<double> v) {
     if (v.empty()) return 0;
     std::sort(v.begin(), v.end());

@@ -26,6 +26,10 @@ bool get_strings(const nlohmann::json& j, const char* key, std::vector<std::stri
 Status read_jsonl(const std::filesystem::path& path,
                   const std::function<bool(const nlohmann::json&, std::string&)>& on_line);
 
+// For --sample: which of n_items to take so that n of them are spread evenly over the file (all
+// of them when n is 0 or not smaller than n_items).
+std::vector<char> spread_sample(size_t n_items, size_t n);
+
 // The median (mean of the middle two for an even count); 0 for none.
 double median(std::vector<double> v);
 

@@ -45,6 +45,28 @@ int32_t n_tokens_of(std::span<const KeptSentence> ss) {
     return static_cast<int32_t>(n);
 }
 
+// The most relevant sentences whose tokens fit `budget` (at least the best one), in document
+// order.
+std::vector<KeptSentence> best_sentences(std::span<const KeptSentence> kept, int32_t budget) {
+    std::vector<size_t> order(kept.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t x, size_t y) { return kept[x].relevance > kept[y].relevance; });
+    std::vector<char> pick(kept.size(), 0);
+    int64_t used = 0;
+    for (size_t k : order) {
+        const auto len = static_cast<int64_t>(kept[k].ids.size());
+        if (used > 0 && used + len > budget) continue;
+        pick[k] = 1;
+        used += len;
+    }
+    std::vector<KeptSentence> out;
+    for (size_t k = 0; k < kept.size(); ++k) {
+        if (pick[k]) out.push_back(kept[k]);
+    }
+    return out;
+}
+
 }  // namespace
 
 Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok,
@@ -98,6 +120,10 @@ struct InfiniRetri::Impl {
             return make_error(Errc::InvalidArgument, "infiniretri: phrase_tokens must be >= 1");
         if (o.cache_tokens < 0)
             return make_error(Errc::InvalidArgument, "infiniretri: cache_tokens must be >= 0");
+        if (o.answer_context_tokens < 0)
+            return make_error(Errc::InvalidArgument, "infiniretri: answer_context_tokens must be >= 0");
+        if (o.answer_context_tokens > 0 && o.neutral_question.empty())
+            return make_error(Errc::InvalidArgument, "infiniretri: empty neutral_question");
         if (o.max_answer_tokens < 1) {
             return make_error(Errc::InvalidArgument, "infiniretri: max_answer_tokens must be >= 1");
         }
@@ -155,24 +181,27 @@ struct InfiniRetri::Impl {
         return static_cast<size_t>(li) * static_cast<size_t>(att.n_heads) + static_cast<size_t>(hi);
     }
 
-    // One chunk pass: prompt over cache + chunk, probe the question rows, keep the sentences of
-    // the top-k smoothed token scores (capped), which become the new cache.
-    Status chunk_pass(Run& run, std::vector<KeptSentence>& chunk) {
+    // Smoothed token scores of one pass over prefix + sentences + `question` block: a_j = sum_i
+    // w_i^2 A[i, j] over the question rows i and the context columns j, then the phrase filter.
+    // `w2` holds the squared question weights (each row's mass on the question span); computed by
+    // this pass when empty, else reused (the rows must be the same).
+    struct PassScores {
+        std::vector<float> score;         // per context token
+        std::vector<int32_t> sent_begin;  // per sentence: its first token's index in `score`
+    };
+    Result<PassScores> score_pass(Run& run, std::span<KeptSentence* const> sents,
+                                  const InfiniRetriPrompt& question, std::vector<float>& w2) {
         const InfiniRetriOptions& o = *run.opt;
-        std::vector<KeptSentence*> sents;
-        for (auto& s : run.cache) sents.push_back(&s);
-        for (auto& s : chunk) sents.push_back(&s);
-
+        PassScores out;
         std::vector<TokenId> tokens = run.prompt.prefix;
         const int32_t ctx_begin = size_i32(tokens.size());
-        std::vector<int32_t> sent_begin;  // per sentence: first token index in `tokens`
         for (const KeptSentence* s : sents) {
-            sent_begin.push_back(size_i32(tokens.size()));
+            out.sent_begin.push_back(size_i32(tokens.size()) - ctx_begin);
             append_ids(tokens, s->ids);
         }
         const int32_t ctx_end = size_i32(tokens.size());
-        const int32_t q_begin = ctx_end + run.prompt.question_offset;
-        append_ids(tokens, run.prompt.question);
+        const int32_t q_begin = ctx_end + question.question_offset;
+        append_ids(tokens, question.question);
         const int32_t n = size_i32(tokens.size());
         run.out.max_prompt_tokens = std::max(run.out.max_prompt_tokens, n);
 
@@ -184,10 +213,10 @@ struct InfiniRetri::Impl {
             ctx.eval(tokens, {.logits = LogitsMode::None, .probe = &run.probe, .probe_out = &att}));
         ctx.clear();
 
-        // Question weights (first chunk only): the mass each row puts on the question span
-        // [q_begin, row], summed over the read layers and heads.
-        if (run.w2.empty()) {
-            run.w2.assign(static_cast<size_t>(att.n_rows), 1.0f);
+        // Question weights: the mass each row puts on the question span [q_begin, row], summed
+        // over the read layers and heads.
+        if (w2.empty()) {
+            w2.assign(static_cast<size_t>(att.n_rows), 1.0f);
             if (o.question_weight) {
                 for (int32_t ri = 0; ri < att.n_rows; ++ri) {
                     double w = 0;
@@ -199,41 +228,54 @@ struct InfiniRetri::Impl {
                                 w += p[j];
                         }
                     }
-                    run.w2[static_cast<size_t>(ri)] = static_cast<float>(w * w);
+                    w2[static_cast<size_t>(ri)] = static_cast<float>(w * w);
                 }
             }
         }
-        if (run.w2.size() != static_cast<size_t>(att.n_rows)) {
-            return make_error(Errc::Internal, "infiniretri: query rows changed between chunks");
+        if (w2.size() != static_cast<size_t>(att.n_rows)) {
+            return make_error(Errc::Internal, "infiniretri: query rows changed between passes");
         }
 
-        // a_j = sum_i w_i^2 A[i, j] over the context columns, then the phrase filter.
         std::vector<float> a(static_cast<size_t>(ctx_end - ctx_begin), 0.0f);
         for (int32_t li = 0; li < att.n_layers; ++li) {
             for (int32_t hi = 0; hi < att.n_heads; ++hi) {
                 if (!run.pair_used[pair_index(att, li, hi)]) continue;
                 for (int32_t ri = 0; ri < att.n_rows; ++ri) {
                     const auto& p = att.probs[att.index(li, hi, ri)];
-                    const float w2 = run.w2[static_cast<size_t>(ri)];
+                    const float wi = w2[static_cast<size_t>(ri)];
                     for (int32_t j = ctx_begin; j < ctx_end; ++j) {
-                        a[static_cast<size_t>(j - ctx_begin)] += w2 * p[static_cast<size_t>(j)];
+                        a[static_cast<size_t>(j - ctx_begin)] += wi * p[static_cast<size_t>(j)];
                     }
                 }
             }
         }
-        const std::vector<float> score = detail::box_filter(a, o.phrase_tokens);
+        out.score = detail::box_filter(a, o.phrase_tokens);
+        return out;
+    }
+
+    // One chunk pass: prompt over cache + chunk, probe the question rows (weights frozen after
+    // the first chunk), keep the sentences of the top-k smoothed token scores (capped), which
+    // become the new cache.
+    Status chunk_pass(Run& run, std::vector<KeptSentence>& chunk) {
+        const InfiniRetriOptions& o = *run.opt;
+        std::vector<KeptSentence*> sents;
+        for (auto& s : run.cache) sents.push_back(&s);
+        for (auto& s : chunk) sents.push_back(&s);
+        auto pass = score_pass(run, sents, run.prompt, run.w2);
+        if (!pass) return pass.error();
+        const std::vector<float>& score = pass->score;
+        const std::vector<int32_t>& sent_begin = pass->sent_begin;
         const std::vector<int32_t> top = detail::top_k_indices(score, o.top_k);
 
         // Sentences holding a top-k token, with their best token score.
         std::vector<char> keep(sents.size(), 0);
         size_t si = 0;
         for (int32_t t : top) {
-            const int32_t tok_idx = ctx_begin + t;
-            while (si + 1 < sents.size() && sent_begin[si + 1] <= tok_idx) ++si;
+            while (si + 1 < sents.size() && sent_begin[si + 1] <= t) ++si;
             keep[si] = 1;
         }
         for (size_t k = 0; k < sents.size(); ++k) {
-            const auto b = static_cast<size_t>(sent_begin[k] - ctx_begin);
+            const auto b = static_cast<size_t>(sent_begin[k]);
             const size_t e = b + sents[k]->ids.size();
             float best = 0;
             for (size_t j = b; j < e; ++j) best = std::max(best, score[j]);
@@ -269,6 +311,42 @@ struct InfiniRetri::Impl {
         return {};
     }
 
+    // KeptSentence::relevance of the final cache: two passes over it, with the question and with
+    // the neutral question; per token, the question's score (normalised to sum 1) over the
+    // neutral one's plus its mean; per sentence, the best token.
+    Status rank_kept(Run& run) {
+        const InfiniRetriOptions& o = *run.opt;
+        std::vector<KeptSentence*> sents;
+        for (auto& s : run.out.kept) sents.push_back(&s);
+        auto asked = score_pass(run, sents, run.prompt, run.w2);
+        if (!asked) return asked.error();
+        auto neutral_prompt = build_infiniretri_prompt(model->tokenizer(), o.instruction,
+                                                       o.neutral_question);
+        if (!neutral_prompt) return neutral_prompt.error();
+        std::vector<float> neutral_w2;
+        auto neutral = score_pass(run, sents, *neutral_prompt, neutral_w2);
+        if (!neutral) return neutral.error();
+        auto normalise = [](std::vector<float>& v) {
+            double sum = 0;
+            for (float x : v) sum += x;
+            if (sum > 0) {
+                for (float& x : v) x = static_cast<float>(x / sum);
+            }
+        };
+        normalise(asked->score);
+        normalise(neutral->score);
+        const float floor = 1.0f / static_cast<float>(std::max<size_t>(1, neutral->score.size()));
+        for (size_t k = 0; k < sents.size(); ++k) {
+            const auto b = static_cast<size_t>(asked->sent_begin[k]);
+            const size_t e = b + sents[k]->ids.size();
+            float best = 0;
+            for (size_t j = b; j < e; ++j)
+                best = std::max(best, asked->score[j] / (neutral->score[j] + floor));
+            sents[k]->relevance = best;
+        }
+        return {};
+    }
+
     Result<InfiniRetriAnswer> final_answer(Run& run, std::span<const KeptSentence> context,
                                            Clock::time_point t0) {
         const InfiniRetriOptions& o = *run.opt;
@@ -285,6 +363,7 @@ struct InfiniRetri::Impl {
         if (gen->stop_reason == StopReason::Cancelled)
             return make_error(Errc::Cancelled, "infiniretri: cancelled");
         InfiniRetriAnswer& out = run.out;
+        out.n_context_tokens = n_tokens_of(context);
         out.text = gen->text;
         out.stop_reason = gen->stop_reason;
         out.n_answer_tokens = size_i32(gen->tokens.size());
@@ -355,7 +434,11 @@ struct InfiniRetri::Impl {
         run.out.read_ms = ms_since(t0);
         run.out.kept = std::move(run.cache);
         run.out.n_cache_tokens = n_tokens_of(run.out.kept);
-        return final_answer(run, run.out.kept, t0);
+        if (o.answer_context_tokens <= 0 || run.out.n_cache_tokens <= o.answer_context_tokens)
+            return final_answer(run, run.out.kept, t0);
+        ATTNRAG_TRY(rank_kept(run));
+        const std::vector<KeptSentence> best = best_sentences(run.out.kept, o.answer_context_tokens);
+        return final_answer(run, best, t0);
     }
 
     Result<InfiniRetriAnswer> answer_full(SentenceSource& source, std::string_view question,

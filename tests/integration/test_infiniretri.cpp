@@ -309,6 +309,53 @@ TEST_CASE("a needle in a small haystack is found with the real model", "[smollm2
     CHECK(needle_kept);
 }
 
+TEST_CASE("the answer reads the kept sentences most relevant to the question", "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const Needle n = first_needle();
+    const std::string text = haystack(model.tokenizer(), essays(), 3500, 0.5, n.needle);
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    InfiniRetriOptions o;
+    o.answer_context_tokens = 96;
+    auto src = SentenceSource::from_text(text);
+    auto a = ir->answer(src, n.question, o);
+    REQUIRE(a.ok());
+    INFO("answer: " << a->text);
+    REQUIRE(a->n_cache_tokens > o.answer_context_tokens);
+    CHECK(a->n_context_tokens <= o.answer_context_tokens);
+    CHECK(a->n_context_tokens > 0);
+    const auto needle = std::find_if(a->kept.begin(), a->kept.end(), [&](const KeptSentence& k) { return k.text == n.needle; });
+    REQUIRE(needle != a->kept.end());
+    // Every kept sentence is ranked; the needle ranks first, ahead of the attention sinks that
+    // score higher before calibration (essay openings, short lines).
+    for (const KeptSentence& k : a->kept) {
+        CHECK(k.relevance > 0);
+        if (&k != &*needle) CHECK(k.relevance < needle->relevance);
+    }
+    const bool sink_outscored_needle = std::any_of(a->kept.begin(), a->kept.end(), [&](const KeptSentence& k) {
+        return k.score > needle->score;
+    });
+    CHECK(sink_outscored_needle);
+    CHECK(contains_answer(a->text, n.answers));
+
+    // 0: the answer reads the whole cache, unranked (the reference's behaviour).
+    o.answer_context_tokens = 0;
+    auto whole = SentenceSource::from_text(text);
+    auto w = ir->answer(whole, n.question, o);
+    REQUIRE(w.ok());
+    CHECK(w->n_context_tokens == w->n_cache_tokens);
+    CHECK(std::all_of(w->kept.begin(), w->kept.end(), [](const KeptSentence& k) { return k.relevance == 0; }));
+
+    // Bad settings are errors before any reading.
+    for (auto bad : {InfiniRetriOptions{.answer_context_tokens = -1},
+                     InfiniRetriOptions{.answer_context_tokens = 64, .neutral_question = ""}}) {
+        auto again = SentenceSource::from_text(text);
+        auto r = ir->answer(again, n.question, bad);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().code == Errc::InvalidArgument);
+    }
+}
+
 TEST_CASE("a file larger than the window streams with a bounded cache", "[smollm2][infiniretri]") {
     const Model& model = real_model();
     const Tokenizer& tok = model.tokenizer();

@@ -98,7 +98,10 @@ nlohmann::json answer_json(const std::string& question, const pipelines::RagAnsw
 void print_kept(const pipelines::InfiniRetriAnswer& a, const std::string& file, size_t n) {
     std::vector<const pipelines::KeptSentence*> best;
     for (const auto& s : a.kept) best.push_back(&s);
-    std::stable_sort(best.begin(), best.end(), [](auto* x, auto* y) { return x->score > y->score; });
+    // By relevance where it was computed (--answer-context), else by score.
+    std::stable_sort(best.begin(), best.end(), [](auto* x, auto* y) {
+        return x->relevance != y->relevance ? x->relevance > y->relevance : x->score > y->score;
+    });
     if (best.size() > n) best.resize(n);
     if (best.empty()) {
         std::printf("(no sentences kept)\n");
@@ -135,6 +138,7 @@ nlohmann::json file_answer_json(const std::string& question, const std::string& 
         {"cache_limit", a.cache_limit},
         {"max_prompt_tokens", a.max_prompt_tokens},
         {"answer_tokens", a.n_answer_tokens},
+        {"context_tokens", a.n_context_tokens},
         {"read_ms", a.read_ms},
         {"prefill_ms", a.prefill_ms},
         {"decode_ms", a.decode_ms},
@@ -142,7 +146,7 @@ nlohmann::json file_answer_json(const std::string& question, const std::string& 
         {"kept", nlohmann::json::array()},
     };
     for (const auto& s : a.kept) {
-        out["kept"].push_back({{"begin", s.begin}, {"end", s.end}, {"score", s.score}, {"text", s.text}});
+        out["kept"].push_back({{"begin", s.begin}, {"end", s.end}, {"score", s.score}, {"relevance", s.relevance}, {"text", s.text}});
     }
     return out;
 }

@@ -39,6 +39,9 @@ struct Cell {
     std::string needle_id;
     bool hit = false, skipped = false;
     bool needle_kept = false;  // InfiniRetri: a kept sentence holds the needle (retrieval worked)
+    // Its rank among the kept sentences (1 = best; 0 = not kept): by relevance where computed
+    // (--answer-context), else by score.
+    int32_t needle_rank = 0;
     double seconds = 0;
     int64_t tokens_read = 0;
     int32_t n_chunks = 0, cache_tokens = 0;
@@ -436,10 +439,18 @@ int eval_niah(int argc, char** argv) {
                     cell.tokens_read = a->n_tokens_read;
                     cell.n_chunks = a->n_chunks;
                     cell.cache_tokens = a->n_cache_tokens;
-                    cell.needle_kept = std::any_of(
-                        a->kept.begin(), a->kept.end(), [&](const pipelines::KeptSentence& k) {
+                    const auto needle_at =
+                        std::find_if(a->kept.begin(), a->kept.end(), [&](const pipelines::KeptSentence& k) {
                             return k.text.find(n.needle) != std::string::npos;
                         });
+                    cell.needle_kept = needle_at != a->kept.end();
+                    if (cell.needle_kept) {
+                        cell.needle_rank = 1 + static_cast<int32_t>(std::count_if(
+                                                   a->kept.begin(), a->kept.end(), [&](const pipelines::KeptSentence& k) {
+                                                       return k.relevance > 0 ? k.relevance > needle_at->relevance
+                                                                              : k.score > needle_at->score;
+                                                   }));
+                    }
                 }
                 LengthStats& ls = per_length[li];
                 if (cell.skipped) {
@@ -521,6 +532,7 @@ int eval_niah(int argc, char** argv) {
                                   {"chunks", c.n_chunks},
                                   {"cache_tokens", c.cache_tokens},
                                   {"needle_kept", c.needle_kept},
+                                  {"needle_rank", c.needle_rank},
                                   {"prediction", c.prediction}});
         }
         j["lengths"] = nlohmann::json::array();

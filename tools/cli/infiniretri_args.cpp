@@ -63,6 +63,9 @@ std::vector<OptionSpec> infiniretri_option_specs() {
         {"top-k", true, "InfiniRetri: top tokens whose sentences are kept per chunk (default " +
                             std::to_string(d.top_k) + ")"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
+        {"answer-context", true,
+         "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "
+         "(default " + std::to_string(d.answer_context_tokens) + "; 0: all of them)"},
         {"layers", true, "InfiniRetri: layers whose attention is read, e.g. 29 or 12-15 (default: the middle layer)"},
         {"heads", true,
          "InfiniRetri: read only these (layer, head) pairs, summed: top:N (the N best stored retrieval heads, "
@@ -75,14 +78,17 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     const long long chunk = args.get_int("chunk-tokens", o.chunk_tokens);
     const long long top_k = args.get_int("top-k", o.top_k);
     const long long cache = args.get_int("cache-tokens", o.cache_tokens);
+    const long long answer_context = args.get_int("answer-context", o.answer_context_tokens);
     if (!args.ok()) {
         error = args.error();
         return false;
     }
-    if (chunk < 1 || chunk > INT32_MAX || top_k < 1 || top_k > INT32_MAX || cache < 0 || cache > INT32_MAX) {
-        error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens >= 0";
+    if (chunk < 1 || chunk > INT32_MAX || top_k < 1 || top_k > INT32_MAX || cache < 0 || cache > INT32_MAX ||
+        answer_context < 0 || answer_context > INT32_MAX) {
+        error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens and --answer-context >= 0";
         return false;
     }
+    o.answer_context_tokens = static_cast<int32_t>(answer_context);
     o.chunk_tokens = static_cast<int32_t>(chunk);
     o.top_k = static_cast<int32_t>(top_k);
     o.cache_tokens = static_cast<int32_t>(cache);

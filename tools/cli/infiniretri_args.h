@@ -9,7 +9,7 @@
 
 namespace attnrag::cli {
 
-// --chunk-tokens, --top-k, --cache-tokens, --layers, --heads, --heads-dir.
+// --chunk-tokens, --top-k, --cache-tokens, --answer-context, --layers, --heads, --heads-dir.
 std::vector<OptionSpec> infiniretri_option_specs();
 
 // Reads those options into `options` (unset ones keep its values); false with `error` set on a

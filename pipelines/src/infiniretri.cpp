@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <numeric>
+#include <optional>
 
 #include "infiniretri_reader.h"
 #include "infiniretri_score.h"
@@ -65,6 +66,24 @@ std::vector<KeptSentence> best_sentences(std::span<const KeptSentence> kept, int
         if (pick[k]) out.push_back(kept[k]);
     }
     return out;
+}
+
+// FNV-1a over the byte ranges and token ids of the sentences read into chunks: what a checkpoint
+// is compared with on resume.
+constexpr uint64_t kDigestSeed = 14695981039346656037ull;
+
+void digest_bytes(uint64_t& h, const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+}
+
+void digest_sentence(uint64_t& h, const KeptSentence& s) {
+    digest_bytes(h, &s.begin, sizeof s.begin);
+    digest_bytes(h, &s.end, sizeof s.end);
+    digest_bytes(h, s.ids.data(), s.ids.size() * sizeof(TokenId));
 }
 
 }  // namespace
@@ -373,6 +392,50 @@ struct InfiniRetri::Impl {
         return std::move(out);
     }
 
+    // Restores the state of options.resume: reads (tokenizes) the source's sentences up to the
+    // checkpoint, checks them against it, and returns the first sentence after it.
+    Result<KeptSentence> resume_from(Run& run, detail::SentenceTokenReader& reader,
+                                     std::string_view question, uint64_t& digest) {
+        const InfiniRetriOptions& o = *run.opt;
+        const InfiniRetriCheckpoint& cp = *o.resume;
+        const std::string where = reader.source_name() + ": ";
+        if (cp.question != question) {
+            return make_error(Errc::InvalidArgument,
+                              where + "the checkpoint was made for another question");
+        }
+        if (cp.chunk_fill < 1 || cp.n_chunks < 1 || cp.question_weights.empty()) {
+            return make_error(Errc::InvalidArgument, where + "empty checkpoint");
+        }
+        for (;;) {
+            auto s = reader.next();
+            if (!s) return s.error();
+            if (!*s) {
+                return make_error(Errc::InvalidArgument,
+                                  where + "the source ends before the checkpoint (byte " +
+                                      std::to_string(cp.offset) + ")");
+            }
+            if ((*s)->end <= cp.offset) {
+                digest_sentence(digest, **s);
+                continue;
+            }
+            // A fresh read would have ended its chunk here too: the same sentences before, and
+            // a next sentence that does not fit.
+            if (digest != cp.digest || (*s)->end != cp.next_end ||
+                cp.chunk_fill + size_i32((*s)->ids.size()) <= o.chunk_tokens) {
+                return make_error(Errc::InvalidArgument,
+                                  where + "the source differs from the checkpointed one before byte " +
+                                      std::to_string(cp.next_end));
+            }
+            run.cache = cp.cache;
+            run.w2 = cp.question_weights;
+            run.out.n_tokens_read = cp.n_tokens_read;
+            run.out.n_tokens_resumed = cp.n_tokens_read;
+            run.out.n_chunks = cp.n_chunks;
+            run.out.max_prompt_tokens = cp.max_prompt_tokens;
+            return std::move(**s);
+        }
+    }
+
     Result<InfiniRetriAnswer> answer(SentenceSource& source, std::string_view question,
                                      const InfiniRetriOptions& o) {
         const auto t0 = Clock::now();
@@ -398,36 +461,66 @@ struct InfiniRetri::Impl {
         run.probe.stop_after_last_layer = true;
 
         detail::SentenceTokenReader reader(source, tok, o.chunk_tokens);
+        uint64_t digest = kDigestSeed;
+        std::optional<KeptSentence> pending;  // read while checking a checkpoint, not yet chunked
+        if (o.resume) {
+            auto first = resume_from(run, reader, question, digest);
+            if (!first) return first.error();
+            pending = std::move(first).value();
+        }
         std::vector<KeptSentence> chunk;
         int32_t chunk_n = 0;
-        auto flush = [&]() -> Status {
+        // `next`: the sentence that did not fit (nullptr at the end of the source).
+        auto flush = [&](const KeptSentence* next) -> Status {
             const uint64_t consumed = chunk.back().end;  // source bytes read into chunks so far
-            ATTNRAG_TRY(chunk_pass(run, chunk));
+            for (const auto& s : chunk) digest_sentence(digest, s);
+            ATTNRAG_TRY(chunk_pass(run, chunk));  // moves the kept sentences out of `chunk`
+            ++run.out.n_chunks;
+            if (next && o.on_checkpoint) {
+                o.on_checkpoint(InfiniRetriCheckpoint{
+                    .question = std::string(question),
+                    .offset = consumed,
+                    .next_end = next->end,
+                    .chunk_fill = chunk_n,
+                    .digest = digest,
+                    .n_tokens_read = run.out.n_tokens_read,
+                    .n_chunks = run.out.n_chunks,
+                    .max_prompt_tokens = run.out.max_prompt_tokens,
+                    .question_weights = run.w2,
+                    .cache = run.cache});
+            }
             chunk.clear();
             chunk_n = 0;
-            ++run.out.n_chunks;
             if (o.on_progress) {
                 const double s = std::max(1e-9, ms_since(t0) / 1000.0);
+                const auto fresh = run.out.n_tokens_read - run.out.n_tokens_resumed;
                 const InfiniRetriProgress pr{
                     run.out.n_tokens_read,  consumed,
                     source.size_bytes(),    run.out.n_chunks,
-                    n_tokens_of(run.cache), static_cast<double>(run.out.n_tokens_read) / s};
+                    n_tokens_of(run.cache), static_cast<double>(fresh) / s};
                 if (!o.on_progress(pr))
                     return make_error(Errc::Cancelled, "infiniretri: cancelled");
             }
             return {};
         };
         for (;;) {
-            auto s = reader.next();
-            if (!s) return s.error();
-            if (!*s) break;
-            const auto len = size_i32((*s)->ids.size());
-            if (!chunk.empty() && chunk_n + len > o.chunk_tokens) ATTNRAG_TRY(flush());
+            std::optional<KeptSentence> s;
+            if (pending) {
+                s = std::move(pending);
+                pending.reset();
+            } else {
+                auto r = reader.next();
+                if (!r) return r.error();
+                s = std::move(r).value();
+            }
+            if (!s) break;
+            const auto len = size_i32(s->ids.size());
+            if (!chunk.empty() && chunk_n + len > o.chunk_tokens) ATTNRAG_TRY(flush(&*s));
             run.out.n_tokens_read += len;
             chunk_n += len;
-            chunk.push_back(std::move(**s));
+            chunk.push_back(std::move(*s));
         }
-        if (!chunk.empty()) ATTNRAG_TRY(flush());
+        if (!chunk.empty()) ATTNRAG_TRY(flush(nullptr));
         run.out.n_sentences = reader.n_source_sentences();
         if (run.out.n_chunks == 0)
             return make_error(Errc::InvalidArgument, source.name() + ": no text to read");

@@ -22,6 +22,7 @@ class SentenceTokenReader {
     Result<std::optional<KeptSentence>> next();
 
     int64_t n_source_sentences() const { return n_source_sentences_; }
+    const std::string& source_name() const { return source_->name(); }
 
  private:
     Status split_long(const SourceSentence& s);

@@ -423,3 +423,101 @@ TEST_CASE("a file larger than the window streams with a bounded cache", "[smollm
     // need ~1.3 GiB; one window's work must stay far below that.
     CHECK(hwm_after - hwm_before < 300 * 1024);
 }
+
+namespace {
+
+// Everything a read reports about its result, for comparing two reads.
+void check_same_answer(const InfiniRetriAnswer& x, const InfiniRetriAnswer& y) {
+    CHECK(x.text == y.text);
+    CHECK(x.n_tokens_read == y.n_tokens_read);
+    CHECK(x.n_sentences == y.n_sentences);
+    CHECK(x.n_chunks == y.n_chunks);
+    CHECK(x.n_cache_tokens == y.n_cache_tokens);
+    CHECK(x.n_context_tokens == y.n_context_tokens);
+    CHECK(x.max_prompt_tokens == y.max_prompt_tokens);
+    REQUIRE(x.kept.size() == y.kept.size());
+    for (size_t k = 0; k < x.kept.size(); ++k) {
+        CHECK(x.kept[k].begin == y.kept[k].begin);
+        CHECK(x.kept[k].end == y.kept[k].end);
+        CHECK(x.kept[k].ids == y.kept[k].ids);
+        CHECK(x.kept[k].score == y.kept[k].score);
+        CHECK(x.kept[k].relevance == y.kept[k].relevance);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("reading resumed from a checkpoint equals reading from the start",
+          "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const Needle n = first_needle();
+    // Two haystacks over the same text: the needle at 80 % and at 50 %.
+    const std::string deep = haystack(model.tokenizer(), essays(), 2500, 0.8, n.needle);
+    const std::string mid = haystack(model.tokenizer(), essays(), 2500, 0.5, n.needle);
+    const size_t mid_needle_at = mid.find(" " + n.needle);  // where the texts part
+    REQUIRE(deep.compare(0, mid_needle_at, mid, 0, mid_needle_at) == 0);
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    InfiniRetriOptions o;
+    o.chunk_tokens = 400;
+    o.max_answer_tokens = 24;
+    std::vector<InfiniRetriCheckpoint> cps;
+    o.on_checkpoint = [&](const InfiniRetriCheckpoint& c) { cps.push_back(c); };
+    auto read = [&](const std::string& text, const InfiniRetriOptions& opt,
+                    std::string_view question) {
+        auto src = SentenceSource::from_text(text);
+        return ir->answer(src, question, opt);
+    };
+
+    auto fresh_deep = read(deep, o, n.question);
+    REQUIRE(fresh_deep.ok());
+    // One checkpoint per chunk but the last, in order.
+    REQUIRE(cps.size() == static_cast<size_t>(fresh_deep->n_chunks - 1));
+    for (size_t k = 0; k < cps.size(); ++k) {
+        CHECK(cps[k].n_chunks == static_cast<int32_t>(k + 1));
+        CHECK(cps[k].offset < cps[k].next_end);
+        CHECK(cps[k].question == n.question);
+    }
+    const std::vector<InfiniRetriCheckpoint> deep_cps = cps;
+
+    // The same text from its third chunk on.
+    InfiniRetriOptions r = o;
+    r.on_checkpoint = {};
+    r.resume = &deep_cps[2];
+    auto resumed = read(deep, r, n.question);
+    REQUIRE(resumed.ok());
+    check_same_answer(*resumed, *fresh_deep);
+    CHECK(resumed->n_tokens_resumed == deep_cps[2].n_tokens_read);
+    CHECK(fresh_deep->n_tokens_resumed == 0);
+
+    // The other haystack from the last checkpoint of the first that lies before its needle.
+    const InfiniRetriCheckpoint* shared = nullptr;
+    for (const auto& c : deep_cps) {
+        if (c.next_end < mid_needle_at) shared = &c;
+    }
+    REQUIRE(shared != nullptr);
+    REQUIRE(shared->n_chunks >= 2);
+    cps.clear();
+    auto fresh_mid = read(mid, o, n.question);
+    REQUIRE(fresh_mid.ok());
+    r.resume = shared;
+    auto resumed_mid = read(mid, r, n.question);
+    REQUIRE(resumed_mid.ok());
+    check_same_answer(*resumed_mid, *fresh_mid);
+    INFO("answer: " << resumed_mid->text);
+    CHECK(contains_answer(resumed_mid->text, n.answers));
+
+    // A checkpoint is refused for another question, another text before it, or a text that
+    // ends before it.
+    std::string edited = deep;
+    edited[deep_cps[0].offset / 2] = edited[deep_cps[0].offset / 2] == 'e' ? 'a' : 'e';
+    for (const auto& [text, question] :
+         {std::pair{deep, std::string("What is the capital of France?")},
+          std::pair{edited, n.question},
+          std::pair{deep.substr(0, static_cast<size_t>(deep_cps[2].offset)), n.question}}) {
+        auto bad = read(text, InfiniRetriOptions{.chunk_tokens = 400, .resume = &deep_cps[2]},
+                        question);
+        REQUIRE_FALSE(bad.ok());
+        CHECK(bad.error().code == Errc::InvalidArgument);
+    }
+}

@@ -180,3 +180,44 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     auto none = run_cli("eval longqa " + model_args(), true);
     CHECK(none.code == 2);
 }
+
+TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infiniretri][smollm2]") {
+    const fs::path dir = attnrag::test::make_temp_dir("niah_cli");
+    const std::string haystack = (attnrag::test::shared_data_dir() / "niah" / "paul_graham_essays").string();
+    const std::string needles = (attnrag::test::shared_data_dir() / "eval" / "niah_needles.jsonl").string();
+    const std::string grid = "eval niah --json --haystack " + haystack + " --needles " + needles +
+                             " --lengths 3k --depths 60,100 --limit-needles 1 --chunk-tokens 512 " +
+                             model_args();
+    const fs::path svg = dir / "grid.svg";
+    auto r = run_cli(grid + " --plot " + svg.string());
+    REQUIRE(r.code == 0);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["n"] == 2);
+    CHECK(j.contains("accuracy"));
+    REQUIRE(j["cells"].size() == 2);
+    // The deepest needle is read first; the 60 % haystack resumes from its checkpoints before
+    // the needle, and the result is that of reading it whole (--no-resume).
+    auto fresh = nlohmann::json::parse(run_cli(grid + " --no-resume").out);
+    REQUIRE(fresh["cells"].size() == 2);
+    for (size_t k = 0; k < 2; ++k) {
+        const auto& c = j["cells"][k];
+        const auto& f = fresh["cells"][k];
+        CHECK(c["depth"] == f["depth"]);
+        for (const char* key : {"length", "needle", "hit", "prediction", "tokens_read", "needle_rank"})
+            CHECK(c[key] == f[key]);
+        CHECK(f["tokens_resumed"] == 0);
+        if (c["depth"] == 60) {
+            CHECK(c["tokens_resumed"].get<int64_t>() >= 512);
+        } else {
+            CHECK(c["tokens_resumed"] == 0);
+        }
+    }
+    std::ifstream in(svg);
+    const std::string plot((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(plot.rfind("<svg", 0) == 0);
+    CHECK(plot.find("3K tokens, depth 60%") != std::string::npos);
+
+    auto bad = run_cli("eval niah --haystack " + haystack + " --needles " + needles + " --depths 120", true);
+    CHECK(bad.code == 2);
+    CHECK(bad.out.find("depths must be in [0, 100]") != std::string::npos);
+}

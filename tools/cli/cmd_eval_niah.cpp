@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -44,6 +45,7 @@ struct Cell {
     int32_t needle_rank = 0;
     double seconds = 0;
     int64_t tokens_read = 0;
+    int64_t tokens_resumed = 0;  // of tokens_read, taken from a checkpoint of another depth
     int32_t n_chunks = 0, cache_tokens = 0;
     std::string prediction;
 };
@@ -193,8 +195,13 @@ class Haystack {
     std::vector<int64_t> tokens_;  // sentence token counts (with the leading separator)
 };
 
-// The haystack with the needle inserted at the sentence boundary nearest depth% of its tokens.
-std::string with_needle(const Haystack::Cut& c, int32_t depth, const std::string& needle) {
+// The haystack with the needle inserted at the sentence boundary nearest depth% of its tokens,
+// and the byte offset where the needle went in (the text before it is the haystack's).
+struct NeedleText {
+    std::string text;
+    uint64_t at = 0;
+};
+NeedleText with_needle(const Haystack::Cut& c, int32_t depth, const std::string& needle) {
     const double target = static_cast<double>(c.before.back()) * depth / 100.0;
     size_t best = 0;
     for (size_t k = 0; k < c.before.size(); ++k) {
@@ -203,7 +210,7 @@ std::string with_needle(const Haystack::Cut& c, int32_t depth, const std::string
             best = k;
         }
     }
-    if (best == 0) return needle + "\n\n" + c.text;
+    if (best == 0) return {needle + "\n\n" + c.text, 0};
     const auto pos = static_cast<size_t>(c.end_bytes[best - 1]);
     std::string out;
     out.reserve(c.text.size() + needle.size() + 1);
@@ -211,7 +218,7 @@ std::string with_needle(const Haystack::Cut& c, int32_t depth, const std::string
     out += ' ';
     out += needle;
     out.append(c.text, pos, std::string::npos);
-    return out;
+    return {std::move(out), pos};
 }
 
 // ---- SVG heatmap ----------------------------------------------------------------------------
@@ -330,6 +337,9 @@ int eval_niah(int argc, char** argv) {
         {"json", false, "print one JSON object"},
         {"plot", true, "write an SVG heatmap (lengths x depths) to this file"},
         {"verbose", false, "print every cell's answer"},
+        {"no-resume", false,
+         "read every haystack from its start (default: a needle's depths share the reading of "
+         "the text before the needle; the results are the same)"},
     };
     for (auto& spec : infiniretri_option_specs()) specs.push_back(std::move(spec));
     add_model_options(specs);
@@ -370,6 +380,7 @@ int eval_niah(int argc, char** argv) {
         if (d < 0 || d > 100) return fail_usage("eval", "depths must be in [0, 100]");
     }
     const bool json = args.flag("json"), verbose = args.flag("verbose");
+    const bool resume = !args.flag("no-resume") && mode == "infiniretri";
 
     auto needles = read_needles(*needles_path);
     if (!needles) return fail("eval", needles.error().message);
@@ -388,7 +399,7 @@ int eval_niah(int argc, char** argv) {
     struct LengthStats {
         int hits = 0, n = 0, skipped = 0;
         double seconds = 0;
-        int64_t tokens = 0;
+        int64_t tokens = 0;  // read by the model (checkpointed ones not counted)
     };
     std::vector<LengthStats> per_length(lengths.size());
     const size_t n_cells = lengths.size() * depths->size() * needles->size();
@@ -402,18 +413,40 @@ int eval_niah(int argc, char** argv) {
             if (ids) needle_tokens = std::max(needle_tokens, static_cast<int64_t>(ids->size()));
         }
         const Haystack::Cut cut = hay->cut(std::max<int64_t>(1, lengths[li] - needle_tokens));
-        for (size_t di = 0; di < depths->size(); ++di) {
-            for (const auto& n : *needles) {
+        // Each needle's depths from the deepest: a haystack's text before its needle is the
+        // text every deeper haystack has there too, so a cell resumes from the last checkpoint
+        // (of any earlier cell of this needle) that lies wholly before its needle.
+        std::vector<size_t> by_depth(depths->size());
+        std::iota(by_depth.begin(), by_depth.end(), size_t{0});
+        std::stable_sort(by_depth.begin(), by_depth.end(),
+                         [&](size_t x, size_t y) { return (*depths)[x] > (*depths)[y]; });
+        for (const auto& n : *needles) {
+            std::vector<pipelines::InfiniRetriCheckpoint> checkpoints;  // [chunk - 1]
+            for (const size_t di : by_depth) {
                 Cell cell;
                 cell.length = lengths[li];
                 cell.depth = (*depths)[di];
                 cell.needle_id = n.id;
-                auto src = SentenceSource::from_text(with_needle(cut, cell.depth, n.needle), {},
-                                                     "haystack");
+                const NeedleText hay_text = with_needle(cut, cell.depth, n.needle);
+                auto src = SentenceSource::from_text(hay_text.text, {}, "haystack");
                 const auto t0 = std::chrono::steady_clock::now();
                 const std::string where = length_label(cell.length) + " depth " +
                                           std::to_string(cell.depth) + "% " + n.id;
                 pipelines::InfiniRetriOptions o = opt;
+                if (resume) {
+                    for (auto it = checkpoints.rbegin(); it != checkpoints.rend(); ++it) {
+                        if (it->next_end < hay_text.at) {
+                            o.resume = &*it;
+                            break;
+                        }
+                    }
+                }
+                std::vector<pipelines::InfiniRetriCheckpoint> made;
+                if (resume) {
+                    o.on_checkpoint = [&](const pipelines::InfiniRetriCheckpoint& c) {
+                        made.push_back(c);
+                    };
+                }
                 o.on_progress = [&](const pipelines::InfiniRetriProgress& p) {
                     bar.update("cell " + std::to_string(cells.size() + 1) + "/" +
                                std::to_string(n_cells) + " (" + where +
@@ -424,6 +457,16 @@ int eval_niah(int argc, char** argv) {
                 };
                 auto a = mode == "full" ? ir->answer_full(src, n.question, o)
                                         : ir->answer(src, n.question, o);
+                if (!a && o.resume && a.error().code == Errc::InvalidArgument) {
+                    // Not expected (the checkpoint lies before the needle); read it whole.
+                    bar.done();
+                    std::fprintf(stderr, "eval: %s: %s; reading from the start\n", where.c_str(),
+                                 a.error().message.c_str());
+                    made.clear();
+                    o.resume = nullptr;
+                    src = SentenceSource::from_text(hay_text.text, {}, "haystack");
+                    a = ir->answer(src, n.question, o);
+                }
                 cell.seconds =
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
                 if (!a) {
@@ -437,6 +480,12 @@ int eval_niah(int argc, char** argv) {
                     cell.hit = pipelines::contains_answer(a->text, n.answers);
                     cell.prediction = a->text;
                     cell.tokens_read = a->n_tokens_read;
+                    cell.tokens_resumed = a->n_tokens_resumed;
+                    for (auto& c : made) {
+                        const auto k = static_cast<size_t>(c.n_chunks);
+                        if (checkpoints.size() < k) checkpoints.resize(k);
+                        checkpoints[k - 1] = std::move(c);
+                    }
                     cell.n_chunks = a->n_chunks;
                     cell.cache_tokens = a->n_cache_tokens;
                     const auto needle_at =
@@ -462,7 +511,7 @@ int eval_niah(int argc, char** argv) {
                     ls.hits += cell.hit;
                     ++ls.n;
                     ls.seconds += cell.seconds;
-                    ls.tokens += cell.tokens_read;
+                    ls.tokens += cell.tokens_read - cell.tokens_resumed;
                 }
                 if (verbose) {
                     bar.done();
@@ -529,6 +578,7 @@ int eval_niah(int argc, char** argv) {
                                   {"skipped", c.skipped},
                                   {"seconds", c.seconds},
                                   {"tokens_read", c.tokens_read},
+                                  {"tokens_resumed", c.tokens_resumed},
                                   {"chunks", c.n_chunks},
                                   {"cache_tokens", c.cache_tokens},
                                   {"needle_kept", c.needle_kept},

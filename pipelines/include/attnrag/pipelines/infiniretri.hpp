@@ -91,6 +91,8 @@ struct InfiniRetriProgress {
     double tokens_per_s = 0;     // document tokens read per second of wall time
 };
 
+struct InfiniRetriCheckpoint;
+
 struct InfiniRetriOptions {
     int32_t chunk_tokens =
         1024;             // document tokens per chunk (whole sentences; excludes prompt and cache)
@@ -135,6 +137,16 @@ struct InfiniRetriOptions {
     std::function<bool(std::string_view)> on_text = {};  // streamed answer text; false cancels
     // Called after each chunk; false cancels (Errc::Cancelled).
     std::function<bool(const InfiniRetriProgress&)> on_progress = {};
+    // Called after each chunk but the source's last with the reading state at that point.
+    std::function<void(const InfiniRetriCheckpoint&)> on_checkpoint = {};
+    // Start from a checkpoint instead of the first chunk. The source is still read from its
+    // start, but the sentences up to the checkpoint are only tokenized and compared with it (their
+    // byte ranges and token ids, and the sentence that opened the next chunk): the model does not
+    // read them again. The result equals reading the whole source, provided the options are
+    // those of the run that made the checkpoint. Errors (InvalidArgument): another question, or a
+    // source that differs from the checkpointed one before the checkpoint. Meant for sources that
+    // share a beginning, such as one haystack with a needle at different depths.
+    const InfiniRetriCheckpoint* resume = nullptr;
 };
 
 // A sentence of the final cache. ids are its tokens as they appear in the prompt (its text with
@@ -148,12 +160,27 @@ struct KeptSentence {
     float relevance = 0;
 };
 
+// The reading state after a chunk (InfiniRetriOptions::on_checkpoint, ::resume).
+struct InfiniRetriCheckpoint {
+    std::string question = {};
+    uint64_t offset = 0;      // source bytes read into chunks: the end of the chunk's last sentence
+    uint64_t next_end = 0;    // end of the sentence that did not fit the chunk (opens the next one)
+    int32_t chunk_fill = 0;   // tokens of the chunk that ended at `offset`
+    uint64_t digest = 0;      // of the byte ranges and token ids of every sentence up to `offset`
+    int64_t n_tokens_read = 0;
+    int32_t n_chunks = 0;
+    int32_t max_prompt_tokens = 0;
+    std::vector<float> question_weights = {};  // the frozen w_i^2 of the question rows
+    std::vector<KeptSentence> cache = {};      // the kept sentences, in document order
+};
+
 struct InfiniRetriAnswer {
     std::string text = {};
     StopReason stop_reason = StopReason::MaxTokens;
     std::vector<KeptSentence> kept =
         {};                     // the cache the answer was generated from, in document order
     int64_t n_tokens_read = 0;  // document tokens (per-sentence tokenization)
+    int64_t n_tokens_resumed = 0;  // of those, taken from InfiniRetriOptions::resume (not re-read)
     int64_t n_sentences = 0;
     int32_t n_chunks = 0;
     int32_t n_cache_tokens = 0;     // tokens in `kept`

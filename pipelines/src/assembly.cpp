@@ -161,6 +161,13 @@ Result<AssembledPrompt> assemble(Context& ctx, std::span<const TokenId> prefix,
 
     ctx.clear();
     ATTNRAG_TRY(ctx.set_default_ape({}));
+    // The probed rows of an eval call whose question block starts at row `first`.
+    auto question_rows = [&](int32_t first) {
+        const auto n = static_cast<int32_t>(question.size());
+        std::vector<int32_t> rows;
+        for (int32_t r = options.probe_question_rows ? 0 : n - 1; r < n; ++r) rows.push_back(first + r);
+        return rows;
+    };
     ProbeRequest probe;
     if (passage_attention) {
         probe.layers = options.probe_layers;
@@ -176,7 +183,7 @@ Result<AssembledPrompt> assemble(Context& ctx, std::span<const TokenId> prefix,
         std::vector<TokenId> all(prefix.begin(), prefix.end());
         for (const auto& p : passages) all.insert(all.end(), p.begin(), p.end());
         all.insert(all.end(), question.begin(), question.end());
-        if (passage_attention) probe.rows = {static_cast<int32_t>(all.size()) - 1};
+        if (passage_attention) probe.rows = question_rows(static_cast<int32_t>(all.size() - question.size()));
         const auto t0 = clock::now();
         ATTNRAG_TRY(ctx.eval(all, {.logits = LogitsMode::Last,
                                    .probe = passage_attention ? &probe : nullptr,
@@ -237,7 +244,7 @@ Result<AssembledPrompt> assemble(Context& ctx, std::span<const TokenId> prefix,
     }
     if (options.mode == Assembly::BlocksApe) ATTNRAG_TRY(ctx.set_default_ape(options.ape));
 
-    if (passage_attention) probe.rows = {static_cast<int32_t>(question.size()) - 1};
+    if (passage_attention) probe.rows = question_rows(0);
     t0 = clock::now();
     ATTNRAG_TRY(ctx.eval(question, {.logits = LogitsMode::Last,
                                     .probe = passage_attention ? &probe : nullptr,

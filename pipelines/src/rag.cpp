@@ -11,6 +11,17 @@ namespace attnrag::pipelines {
 
 namespace {
 
+// Mass per span averaged over the probed layers, heads and rows.
+std::vector<float> mean_over_rows(const ProbeResult& att) {
+    std::vector<float> out(static_cast<size_t>(att.n_spans), 0.0f);
+    for (int32_t r = 0; r < att.n_rows; ++r) {
+        const std::vector<float> m = att.mean_span_mass(r);
+        for (size_t i = 0; i < out.size(); ++i) out[i] += m[i];
+    }
+    for (float& v : out) v /= static_cast<float>(std::max(1, att.n_rows));
+    return out;
+}
+
 // Template text (special tokens parsed) followed by user text (never parsed: a document that
 // contains "<|im_end|>" must not end the turn).
 Status append(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text, bool special) {
@@ -148,6 +159,12 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         return ps;
     };
 
+    std::vector<TokenId> neutral_question;
+    if (options.sort_passes > 0 && options.sort_baseline) {
+        auto np = build_rag_prompt(s.model->tokenizer(), options.instruction, {}, options.sort_neutral_question);
+        if (!np) return np.error();
+        neutral_question = std::move(np->question);
+    }
     const auto t0 = clock::now();
     bool assembled = false;
     for (int32_t pass = 0; pass < options.sort_passes && out.order.size() > 1; ++pass) {
@@ -155,7 +172,25 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         auto r = assemble(s.ctx, prompt->prefix, ordered(), prompt->question, options.assembly, cache, &att);
         if (!r) return r.error();
         out.assembled = *r;
-        const std::vector<float> mass = att.mean_span_mass(0);
+        std::vector<float> mass = mean_over_rows(att);
+        if (options.sort_baseline) {
+            // The same passages, the neutral question in place of the question block; then the
+            // question back, so the context is ready to answer if this order is final.
+            const KeySpan q = out.assembled.question;
+            ProbeRequest req;
+            req.layers = att.layers;
+            req.heads = att.heads;
+            req.spans = out.assembled.passages;
+            const auto nq = static_cast<int32_t>(neutral_question.size());
+            for (int32_t row = options.assembly.probe_question_rows ? 0 : nq - 1; row < nq; ++row) req.rows.push_back(row);
+            ProbeResult base;
+            s.ctx.truncate(q.begin);
+            ATTNRAG_TRY(s.ctx.eval(neutral_question, {.logits = LogitsMode::None, .probe = &req, .probe_out = &base}));
+            s.ctx.truncate(q.begin);
+            ATTNRAG_TRY(s.ctx.eval(prompt->question, {.logits = LogitsMode::Last}));
+            const std::vector<float> b = mean_over_rows(base);
+            for (size_t i = 0; i < mass.size(); ++i) mass[i] = mass[i] / std::max(b[i], 1e-9f);
+        }
         std::vector<size_t> idx(out.order.size());
         std::iota(idx.begin(), idx.end(), size_t{0});
         std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mass[a] < mass[b]; });

@@ -88,6 +88,7 @@ TEST_CASE("eval qa with passages scores answers and citations and places the gol
     }
     CHECK(j["assembly"] == "blocks");
     CHECK(j["order"] == "gold-last");
+    CHECK(j["gold_nearest_rate"] == 1.0);  // gold-last, no sorting: the gold passage is last
     // Warm runs splice stored states: the second reading of the same passages hits the store.
     CHECK(j["kv_memory_hits"].get<int64_t>() > 0);
     // One fact each, 4 passages (top-2 chance 0.5): answers and citations point at the gold one.
@@ -111,6 +112,19 @@ TEST_CASE("eval qa with passages scores answers and citations and places the gol
     const auto first_rows = read_lines(details);
     REQUIRE(first_rows.size() == 1);
     CHECK(nlohmann::json::parse(first_rows[0])["prompt_order"].front() == facts()[0].id);
+
+    // Sorting settings reach the run and are reported; bad ones are usage errors.
+    auto sorted = run_cli("eval qa --json --assembly blocks --order gold-first --limit 2 --sort-passes 1 --sort-rows question "
+                          "--sort-score calibrated --sort-layers 10-29 --passages " + file.string() + " " + model_args());
+    REQUIRE(sorted.code == 0);
+    const auto sj = nlohmann::json::parse(sorted.out);
+    CHECK(sj["sort_passes"] == 1);
+    CHECK(sj["sort_score"] == "calibrated");
+    CHECK(sj.contains("gold_nearest_rate"));
+    for (const char* bad : {"--sort-rows all", "--sort-score best", "--sort-layers 5-2", "--sort-passes -1"}) {
+        INFO(bad);
+        CHECK(run_cli("eval qa " + std::string(bad) + " --passages " + file.string() + " " + model_args()).code == 2);
+    }
 
     // --sample 2 of 4: the first and the third question.
     auto sampled = run_cli("eval qa --json --details " + details.string() + " --sample 2 --passages " + file.string() +

@@ -17,6 +17,7 @@
 #include "common.h"
 #include "infiniretri_args.h"
 #include "progress.h"
+#include "sort_args.h"
 
 namespace attnrag::cli {
 
@@ -167,7 +168,7 @@ int ask_file(Args& args, const std::string& file, const std::string& question, b
     if (mode != "infiniretri" && mode != "full") {
         return fail_usage("ask", "with --file, --mode is infiniretri or full (not '" + mode + "')");
     }
-    for (const char* opt : {"k", "assembly", "sort-passes", "doc", "where", "embedder"}) {
+    for (const char* opt : {"k", "assembly", "sort-passes", "sort-layers", "sort-rows", "sort-score", "doc", "where", "embedder"}) {
         if (args.get(opt)) return fail_usage("ask", std::string("--") + opt + " applies to --db, not --file");
     }
 
@@ -229,7 +230,6 @@ int cmd_ask(int argc, char** argv) {
         {"doc", true, "only this document id"},
         {"where", true, "only documents whose metadata KEY equals VALUE (KEY=VALUE)"},
         {"assembly", true, "full | blocks | blocks-ape | blocks-recompute (default blocks: cached passage KV)"},
-        {"sort-passes", true, "attention-sorting passes before answering (default 0)"},
         {"max-tokens", true, "maximum answer tokens (default " + std::to_string(defaults.max_answer_tokens) + "; " + std::to_string(pipelines::InfiniRetriOptions{}.max_answer_tokens) + " with --file)"},
         {"instruction", true, "system instruction (default: the one ingest --precompute-kv uses)"},
         {"ctx", true, "context size in tokens (default: the model's)"},
@@ -240,6 +240,11 @@ int cmd_ask(int argc, char** argv) {
         kThreadsOption,
         {"help", false, "show this help"},
     };
+    {
+        auto sort_specs = sort_option_specs();
+        const auto at = std::find_if(specs.begin(), specs.end(), [](const OptionSpec& o) { return o.name == "max-tokens"; });
+        specs.insert(at, sort_specs.begin(), sort_specs.end());
+    }
     for (auto& spec : infiniretri_option_specs()) specs.insert(specs.end() - 3, std::move(spec));
     Args args(argc, argv, specs);
     if (args.flag("help")) {
@@ -267,7 +272,7 @@ int cmd_ask(int argc, char** argv) {
     }
     const int k = static_cast<int>(args.get_int("k", 8));
     pipelines::RagOptions options;
-    options.sort_passes = static_cast<int32_t>(args.get_int("sort-passes", 0));
+    if (std::string err; !read_sort_options(args, options, err)) return fail_usage("ask", err);
     options.max_answer_tokens = static_cast<int32_t>(args.get_int("max-tokens", defaults.max_answer_tokens));
     options.instruction = args.get_or("instruction", defaults.instruction);
     const auto n_ctx = static_cast<int32_t>(args.get_int("ctx", 0));
@@ -276,8 +281,8 @@ int cmd_ask(int argc, char** argv) {
     auto db = args.get("db");
     if (!db) return fail_usage("ask", "give --db DIR (a corpus) or --file DOC (one document)");
     if (k <= 0) return fail_usage("ask", "--k must be positive");
-    if (options.sort_passes < 0 || options.max_answer_tokens < 1 || n_ctx < 0 || n_threads < 0) {
-        return fail_usage("ask", "--sort-passes, --ctx and --threads must be >= 0 and --max-tokens >= 1");
+    if (options.max_answer_tokens < 1 || n_ctx < 0 || n_threads < 0) {
+        return fail_usage("ask", "--ctx and --threads must be >= 0 and --max-tokens >= 1");
     }
     auto mode = index::parse_search_mode(args.get_or("mode", "hybrid"));
     if (!mode) return fail_usage("ask", mode.error().message);

@@ -23,6 +23,7 @@
 #include "common.h"
 #include "eval_common.h"
 #include "progress.h"
+#include "sort_args.h"
 
 namespace attnrag::cli {
 namespace {
@@ -268,7 +269,7 @@ pipelines::RagPassage passage_of_hit(const index::SearchHit& h) {
 }
 
 int eval_qa(int argc, char** argv) {
-    const std::vector<OptionSpec> specs = {
+    std::vector<OptionSpec> specs = {
         {"passages", true, "passage QA file: JSONL {id, question, answers, passages, gold_passages}"},
         {"corpus", true, "corpus QA folder: corpus.jsonl {_id, title, text} and questions.jsonl"},
         {"questions", true, "with --corpus: the questions file (default <corpus>/questions.jsonl)"},
@@ -277,7 +278,6 @@ int eval_qa(int argc, char** argv) {
         {"k", true, "with --corpus: passages retrieved per question (default 5)"},
         {"search", true, "with --corpus: bm25 | dense | hybrid (default hybrid)"},
         {"assembly", true, "full | blocks | blocks-ape | blocks-recompute (default blocks)"},
-        {"sort-passes", true, "attention sorting passes before answering (default 0)"},
         {"citation", true, "citation score: peak | mass | peak-raw | mass-raw (default mass; -raw: no baseline)"},
         {"order", true, "with --passages: given | gold-first | gold-middle | gold-last (default given)"},
         {"limit", true, "evaluate only the first N questions"},
@@ -290,6 +290,11 @@ int eval_qa(int argc, char** argv) {
         kThreadsOption,
         {"help", false, "show this help"},
     };
+    {
+        auto sort_specs = sort_option_specs();
+        const auto at = std::find_if(specs.begin(), specs.end(), [](const OptionSpec& o) { return o.name == "citation"; });
+        specs.insert(at, sort_specs.begin(), sort_specs.end());
+    }
     Args args(argc, argv, specs);
     if (args.flag("help")) {
         std::printf("%s", usage_text("eval qa",
@@ -302,10 +307,12 @@ int eval_qa(int argc, char** argv) {
     const auto limit = args.get_int("limit", 0);
     const auto sample = args.get_int("sample", 0);
     const auto k = args.get_int("k", 5);
-    const auto sort_passes = args.get_int("sort-passes", 0);
     const auto max_tokens = args.get_int("max-tokens", 32);
     const auto threads = args.get_int("threads", 0);
     if (!args.ok()) return fail_usage("eval", args.error());
+    pipelines::RagOptions options;
+    if (std::string err; !read_sort_options(args, options, err)) return fail_usage("eval", err);
+    const int32_t sort_passes = options.sort_passes;
     const auto passages_file = args.get("passages");
     const auto corpus_arg = args.get("corpus");
     if (passages_file.has_value() == corpus_arg.has_value()) {
@@ -318,7 +325,6 @@ int eval_qa(int argc, char** argv) {
     }
     if (limit < 0 || sample < 0) return fail_usage("eval", "--limit and --sample must be >= 0");
     if (k < 1 || k > 1000) return fail_usage("eval", "--k must be in [1, 1000]");
-    if (sort_passes < 0 || sort_passes > 100) return fail_usage("eval", "--sort-passes must be in [0, 100]");
     if (max_tokens < 1 || max_tokens > 4096) return fail_usage("eval", "--max-tokens must be in [1, 4096]");
     if (threads < 0 || threads > 1024) return fail_usage("eval", "--threads must be in [0, 1024]");
     auto assembly = pipelines::parse_assembly(args.get_or("assembly", "blocks"));
@@ -426,9 +432,7 @@ int eval_qa(int argc, char** argv) {
     auto session = pipelines::RagSession::create(*model, &*kv_store, static_cast<int32_t>(threads));
     if (!session) return fail("eval", session.error().message);
 
-    pipelines::RagOptions options;
     options.assembly.mode = *assembly;
-    options.sort_passes = static_cast<int32_t>(sort_passes);
     options.max_answer_tokens = static_cast<int32_t>(max_tokens);
     const std::string citation = args.get_or("citation", "mass");
     if (citation != "peak" && citation != "mass" && citation != "peak-raw" && citation != "mass-raw") {
@@ -444,6 +448,7 @@ int eval_qa(int argc, char** argv) {
 
     const auto t_start = std::chrono::steady_clock::now();
     double em = 0, f1 = 0, contains = 0, cited = 0, retrieved = 0, decode_ms = 0;
+    double gold_nearest = 0;  // questions whose prompt ends with a gold passage (after sorting)
     int64_t n_answer_tokens = 0, n_dropped = 0;
     std::vector<double> ttft_cold, ttft_warm;
     Progress bar(true);
@@ -479,6 +484,8 @@ int eval_qa(int argc, char** argv) {
         for (size_t c = 0; c < std::min<size_t>(2, a->citations.size()); ++c) {
             q_cited = q_cited || gold.count(a->citations[c].id) != 0;
         }
+        const bool q_gold_nearest = !a->order.empty() && gold.count(passages[a->order.back()].id) != 0;
+        gold_nearest += q_gold_nearest ? 1 : 0;
         em += q_em ? 1 : 0;
         f1 += q_f1;
         contains += q_contains ? 1 : 0;
@@ -502,6 +509,7 @@ int eval_qa(int argc, char** argv) {
                                   {"f1", q_f1},
                                   {"contains", q_contains},
                                   {"citation_hit", q_cited},
+                                  {"gold_nearest", q_gold_nearest},
                                   {"citations", cites},
                                   {"prompt_order", prompt_ids},
                                   {"dropped", a->dropped.size()},
@@ -529,12 +537,14 @@ int eval_qa(int argc, char** argv) {
                           {"f1", f1 / n},
                           {"contains", contains / n},
                           {"citation_hit_rate", cited / n},
+                          {"gold_nearest_rate", gold_nearest / n},
                           {"ttft_ms_median", median(ttft_warm)},
                           {"ttft_cold_ms_median", median(ttft_cold)},
                           {"decode_tok_s", tok_s},
                           {"dropped_passages", n_dropped},
                           {"assembly", std::string(pipelines::to_string(*assembly))},
                           {"sort_passes", sort_passes},
+                          {"sort_score", options.sort_baseline ? "calibrated" : "raw"},
                           {"order", placement_name(*placement)},
                           {"max_tokens", max_tokens},
                           {"kv_memory_hits", kv_stats.memory_hits},
@@ -558,8 +568,8 @@ int eval_qa(int argc, char** argv) {
         std::printf("retrieval (%s, k %lld): recall of a gold passage %.3f\n", index::search_mode_name(*search_mode),
                     static_cast<long long>(k), retrieved / n);
     }
-    std::printf("EM %.3f  F1 %.3f  contains %.3f  citation hit (top 2) %.3f\n", em / n, f1 / n, contains / n,
-                cited / n);
+    std::printf("EM %.3f  F1 %.3f  contains %.3f  citation hit (top 2) %.3f  gold passage nearest the question %.3f\n",
+                em / n, f1 / n, contains / n, cited / n, gold_nearest / n);
     std::printf("TTFT median: warm %.1f ms, cold %.1f ms; decode %.1f tok/s; dropped passages %lld\n",
                 median(ttft_warm), median(ttft_cold), tok_s, static_cast<long long>(n_dropped));
     std::printf("wall %.1f s; peak RSS %.0f MiB\n", wall_s, peak_rss_mib());

@@ -37,6 +37,9 @@ struct AssemblyOptions {
     int32_t drift_layer = 1;
     // Layers and heads whose attention `assemble` reads for passage_attention (empty = all).
     std::vector<int32_t> probe_layers = {}, probe_heads = {};
+    // passage_attention probes every row of the question block (ProbeResult rows in order), not
+    // just its last row.
+    bool probe_question_rows = false;
 };
 
 // Where the pieces landed in the context, and what it cost.

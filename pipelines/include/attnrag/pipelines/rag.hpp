@@ -28,6 +28,12 @@ struct RagOptions {
     // Attention sorting: passes of "probe the last prompt row, sort passages by mass ascending
     // (most attended next to the question)". Layers/heads: assembly.probe_layers/probe_heads.
     int32_t sort_passes = 0;
+    // Sorting score: each passage's mass divided by the mass it gets when the question block asks
+    // `sort_neutral_question` instead (one more question-block pass per sort pass). That removes
+    // what the last row attends to whatever is asked (the passage nearest to the question, the
+    // first one), leaving how much the question itself draws each passage.
+    bool sort_baseline = false;
+    std::string sort_neutral_question = "What do the documents say?";
     int32_t max_answer_tokens = 48;
     SamplerParams sampler = {};  // greedy by default
     std::string instruction =

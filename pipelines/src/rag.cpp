@@ -173,10 +173,9 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         if (!r) return r.error();
         out.assembled = *r;
         std::vector<float> mass = mean_over_rows(att);
+        const KeySpan q = out.assembled.question;
         if (options.sort_baseline) {
-            // The same passages, the neutral question in place of the question block; then the
-            // question back, so the context is ready to answer if this order is final.
-            const KeySpan q = out.assembled.question;
+            // The same passages, the neutral question in place of the question block.
             ProbeRequest req;
             req.layers = att.layers;
             req.heads = att.heads;
@@ -186,8 +185,6 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
             ProbeResult base;
             s.ctx.truncate(q.begin);
             ATTNRAG_TRY(s.ctx.eval(neutral_question, {.logits = LogitsMode::None, .probe = &req, .probe_out = &base}));
-            s.ctx.truncate(q.begin);
-            ATTNRAG_TRY(s.ctx.eval(prompt->question, {.logits = LogitsMode::Last}));
             const std::vector<float> b = mean_over_rows(base);
             for (size_t i = 0; i < mass.size(); ++i) mass[i] = mass[i] / std::max(b[i], 1e-9f);
         }
@@ -196,7 +193,12 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mass[a] < mass[b]; });
         std::vector<size_t> next;
         for (size_t k : idx) next.push_back(out.order[k]);
-        assembled = next == out.order;  // unchanged: the context already holds this prompt
+        assembled = next == out.order;  // unchanged: the context already holds this prompt ...
+        if (assembled && options.sort_baseline) {
+            // ... up to the question block, which the neutral one replaced: put it back.
+            s.ctx.truncate(q.begin);
+            ATTNRAG_TRY(s.ctx.eval(prompt->question, {.logits = LogitsMode::Last}));
+        }
         out.order = std::move(next);
     }
     if (!assembled) {

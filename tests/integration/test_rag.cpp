@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 
 #include "attnrag/kv_store.hpp"
@@ -27,14 +28,29 @@ std::vector<RagPassage> passages() {
     return ps;
 }
 
+const std::string kMuseumQuestion = "Who was the first director of the city museum of Tallinn?";
+
+// An in-memory passage store and a 2,048-token session over it (the store stays put when this
+// is moved: the session points at it).
+struct MemorySession {
+    std::unique_ptr<PassageKvStore> store;
+    std::optional<RagSession> session;
+};
+
+MemorySession memory_session() {
+    auto store = PassageKvStore::open({});
+    REQUIRE(store.ok());
+    MemorySession m{std::make_unique<PassageKvStore>(std::move(store).value()), std::nullopt};
+    auto session = RagSession::create(real_model(), m.store.get(), 2, 2048);
+    REQUIRE(session.ok());
+    m.session.emplace(std::move(session).value());
+    return m;
+}
+
 }  // namespace
 
 TEST_CASE("an answer found in one passage is answered and cited to it", "[smollm2][rag]") {
-    const Model& model = real_model();
-    auto store = PassageKvStore::open({});
-    REQUIRE(store.ok());
-    auto session = RagSession::create(model, &*store, 2, 2048);
-    REQUIRE(session.ok());
+    auto ms = memory_session();
     const auto ps = passages();
     for (Assembly mode : {Assembly::Full, Assembly::Blocks}) {
         RagOptions o;
@@ -44,7 +60,7 @@ TEST_CASE("an answer found in one passage is answered and cited to it", "[smollm
             streamed += t;
             return true;
         };
-        auto a = session->answer("Who was the first director of the city museum of Tallinn?", ps, o);
+        auto a = ms.session->answer(kMuseumQuestion, ps, o);
         REQUIRE(a.ok());
         INFO(to_string(mode) << ": " << a->text);
         CHECK(a->text.find("Helmi Saar") != std::string::npos);
@@ -64,22 +80,18 @@ TEST_CASE("an answer found in one passage is answered and cited to it", "[smollm
 
 TEST_CASE("attention sorting moves the passage the probe ranks highest next to the question", "[smollm2][rag]") {
     const Model& model = real_model();
-    auto store = PassageKvStore::open({});
-    REQUIRE(store.ok());
-    auto session = RagSession::create(model, &*store, 2, 2048);
-    REQUIRE(session.ok());
+    auto ms = memory_session();
     const auto ps = passages();
-    const std::string q = "Who was the first director of the city museum of Tallinn?";
     for (Assembly mode : {Assembly::Full, Assembly::Blocks}) {
         // What the probe says in the given order: the last prompt row's mass per passage.
-        auto prompt = build_rag_prompt(model.tokenizer(), RagOptions{}.instruction, ps, q);
+        auto prompt = build_rag_prompt(model.tokenizer(), RagOptions{}.instruction, ps, kMuseumQuestion);
         REQUIRE(prompt.ok());
-        auto cache = PassageKvCache::create(model, prompt->prefix, &*store, 2);
+        auto cache = PassageKvCache::create(model, prompt->prefix, ms.store.get(), 2);
         REQUIRE(cache.ok());
         ProbeResult att;
         AssemblyOptions ao;
         ao.mode = mode;
-        auto r = assemble(session->context(), prompt->prefix, prompt->passages, prompt->question, ao, &*cache, &att);
+        auto r = assemble(ms.session->context(), prompt->prefix, prompt->passages, prompt->question, ao, &*cache, &att);
         REQUIRE(r.ok());
         const auto mass = att.mean_span_mass(0);
         const auto top = static_cast<size_t>(std::max_element(mass.begin(), mass.end()) - mass.begin());
@@ -89,7 +101,7 @@ TEST_CASE("attention sorting moves the passage the probe ranks highest next to t
         o.assembly.mode = mode;
         o.sort_passes = 1;
         o.max_answer_tokens = 8;
-        auto a = session->answer(q, ps, o);
+        auto a = ms.session->answer(kMuseumQuestion, ps, o);
         REQUIRE(a.ok());
         INFO(to_string(mode) << " masses " << mass[0] << " " << mass[1] << " " << mass[2] << " " << mass[3]);
         CHECK(a->order.back() == top);
@@ -104,12 +116,8 @@ TEST_CASE("attention sorting moves the passage the probe ranks highest next to t
 TEST_CASE("calibrated sorting divides by a neutral question's attention and leaves the prompt ready",
           "[smollm2][rag]") {
     const Model& model = real_model();
-    auto store = PassageKvStore::open({});
-    REQUIRE(store.ok());
-    auto session = RagSession::create(model, &*store, 2, 2048);
-    REQUIRE(session.ok());
+    auto ms = memory_session();
     const auto ps = passages();
-    const std::string q = "Who was the first director of the city museum of Tallinn?";
     RagOptions o;
     o.sort_passes = 1;
     o.sort_baseline = true;
@@ -118,16 +126,16 @@ TEST_CASE("calibrated sorting divides by a neutral question's attention and leav
     for (Assembly mode : {Assembly::Full, Assembly::Blocks}) {
         o.assembly.mode = mode;
         // The last prompt row's mass per passage, asked the question and asked the neutral one.
-        auto prompt = build_rag_prompt(model.tokenizer(), o.instruction, ps, q);
+        auto prompt = build_rag_prompt(model.tokenizer(), o.instruction, ps, kMuseumQuestion);
         auto neutral = build_rag_prompt(model.tokenizer(), o.instruction, ps, o.sort_neutral_question);
         REQUIRE(prompt.ok());
         REQUIRE(neutral.ok());
-        auto cache = PassageKvCache::create(model, prompt->prefix, &*store, 2);
+        auto cache = PassageKvCache::create(model, prompt->prefix, ms.store.get(), 2);
         REQUIRE(cache.ok());
         std::vector<float> ratio;
         for (const auto* question : {&prompt->question, &neutral->question}) {
             ProbeResult att;
-            auto r = assemble(session->context(), prompt->prefix, prompt->passages, *question, o.assembly, &*cache, &att);
+            auto r = assemble(ms.session->context(), prompt->prefix, prompt->passages, *question, o.assembly, &*cache, &att);
             REQUIRE(r.ok());
             const auto m = att.mean_span_mass(0);
             if (ratio.empty()) {
@@ -141,13 +149,13 @@ TEST_CASE("calibrated sorting divides by a neutral question's attention and leav
             AssemblyOptions rows = o.assembly;
             rows.probe_question_rows = true;
             ProbeResult all, last;
-            REQUIRE(assemble(session->context(), prompt->prefix, prompt->passages, prompt->question, rows, &*cache, &all).ok());
-            REQUIRE(assemble(session->context(), prompt->prefix, prompt->passages, prompt->question, o.assembly, &*cache, &last).ok());
+            REQUIRE(assemble(ms.session->context(), prompt->prefix, prompt->passages, prompt->question, rows, &*cache, &all).ok());
+            REQUIRE(assemble(ms.session->context(), prompt->prefix, prompt->passages, prompt->question, o.assembly, &*cache, &last).ok());
             REQUIRE(all.n_rows == static_cast<int32_t>(prompt->question.size()));
             const auto m_all = all.mean_span_mass(all.n_rows - 1), m_last = last.mean_span_mass(0);
             for (size_t i = 0; i < m_all.size(); ++i) CHECK(m_all[i] == Approx(m_last[i]).margin(1e-5));
         }
-        auto a = session->answer(q, ps, o);
+        auto a = ms.session->answer(kMuseumQuestion, ps, o);
         REQUIRE(a.ok());
         INFO(to_string(mode) << " ratios " << ratio[0] << " " << ratio[1] << " " << ratio[2] << " " << ratio[3]);
         CHECK(a->order.back() == static_cast<size_t>(std::max_element(ratio.begin(), ratio.end()) - ratio.begin()));
@@ -162,7 +170,7 @@ TEST_CASE("calibrated sorting divides by a neutral question's attention and leav
         for (size_t i : a->order) in.push_back(ps[i]);
         bool kept = false;
         for (int round = 0; round < 6 && !kept; ++round) {
-            auto again = session->answer(q, in, o);
+            auto again = ms.session->answer(kMuseumQuestion, in, o);
             REQUIRE(again.ok());
             kept = std::is_sorted(again->order.begin(), again->order.end());
             if (!kept) {
@@ -173,7 +181,7 @@ TEST_CASE("calibrated sorting divides by a neutral question's attention and leav
             }
             RagOptions plain = o;
             plain.sort_passes = 0;
-            auto unsorted = session->answer(q, in, plain);
+            auto unsorted = ms.session->answer(kMuseumQuestion, in, plain);
             REQUIRE(unsorted.ok());
             CHECK_FALSE(again->text.empty());
             CHECK(again->text == unsorted->text);
@@ -190,7 +198,7 @@ TEST_CASE("passages that do not fit the window are dropped lowest ranked first",
     RagOptions o;
     o.assembly.mode = Assembly::Full;
     o.max_answer_tokens = 16;
-    auto a = session->answer("Who was the first director of the city museum of Tallinn?", ps, o);
+    auto a = session->answer(kMuseumQuestion, ps, o);
     REQUIRE(a.ok());
     REQUIRE(!a->dropped.empty());
     CHECK(a->dropped.back() == 3);
@@ -199,7 +207,7 @@ TEST_CASE("passages that do not fit the window are dropped lowest ranked first",
 
     auto tiny = RagSession::create(model, nullptr, 1, 40);
     REQUIRE(tiny.ok());
-    auto none = tiny->answer("Who was the first director of the city museum of Tallinn?", ps, o);
+    auto none = tiny->answer(kMuseumQuestion, ps, o);
     CHECK(none.error().code == Errc::OutOfRange);
     CHECK(session->answer("", ps, o).error().code == Errc::InvalidArgument);
 }

@@ -534,6 +534,32 @@ struct InfiniRetri::Impl {
         return final_answer(run, best, t0);
     }
 
+    Result<InfiniRetriAnswer> answer_again(const InfiniRetriAnswer& read, std::string_view question,
+                                           const InfiniRetriOptions& o) {
+        const auto t0 = Clock::now();
+        ATTNRAG_TRY(check_options(o, question));
+        if (read.kept.empty())
+            return make_error(Errc::InvalidArgument, "infiniretri: answer_again: no kept sentences");
+        Run run;
+        run.opt = &o;
+        auto prompt = build_infiniretri_prompt(model->tokenizer(), o.instruction, question);
+        if (!prompt) return prompt.error();
+        run.prompt = std::move(prompt).value();
+        run.out = read;
+        if (o.answer_context_tokens <= 0 || read.n_cache_tokens <= o.answer_context_tokens)
+            return final_answer(run, read.kept, t0);
+        const bool ranked = std::any_of(read.kept.begin(), read.kept.end(),
+                                        [](const KeptSentence& s) { return s.relevance > 0; });
+        if (!ranked) {
+            return make_error(Errc::InvalidArgument,
+                              "infiniretri: answer_again: the kept sentences were not ranked (the "
+                              "first answer read them all); answer with answer_context_tokens > 0 "
+                              "and smaller than the cache first");
+        }
+        const std::vector<KeptSentence> best = best_sentences(read.kept, o.answer_context_tokens);
+        return final_answer(run, best, t0);
+    }
+
     Result<InfiniRetriAnswer> answer_full(SentenceSource& source, std::string_view question,
                                           const InfiniRetriOptions& o) {
         const auto t0 = Clock::now();
@@ -598,6 +624,12 @@ Result<InfiniRetri> InfiniRetri::create(const Model& model, int32_t n_threads, i
 Result<InfiniRetriAnswer> InfiniRetri::answer(SentenceSource& source, std::string_view question,
                                               const InfiniRetriOptions& options) {
     return impl_->answer(source, question, options);
+}
+
+Result<InfiniRetriAnswer> InfiniRetri::answer_again(const InfiniRetriAnswer& read,
+                                                    std::string_view question,
+                                                    const InfiniRetriOptions& options) {
+    return impl_->answer_again(read, question, options);
 }
 
 Result<InfiniRetriAnswer> InfiniRetri::answer_full(SentenceSource& source,

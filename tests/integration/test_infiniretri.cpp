@@ -346,6 +346,28 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
     CHECK(w->n_context_tokens == w->n_cache_tokens);
     CHECK(std::all_of(w->kept.begin(), w->kept.end(), [](const KeptSentence& k) { return k.relevance == 0; }));
 
+    // Answering again from the kept sentences, without reading: the same options give the same
+    // answer; the whole cache gives the answer of a reading with answer_context_tokens = 0.
+    o.answer_context_tokens = 96;
+    auto same = ir->answer_again(*a, n.question, o);
+    REQUIRE(same.ok());
+    CHECK(same->text == a->text);
+    CHECK(same->n_context_tokens == a->n_context_tokens);
+    CHECK(same->n_tokens_read == a->n_tokens_read);
+    o.answer_context_tokens = 0;
+    auto all = ir->answer_again(*a, n.question, o);
+    REQUIRE(all.ok());
+    CHECK(all->text == w->text);
+    CHECK(all->n_context_tokens == a->n_cache_tokens);
+    // A smaller context needs the ranking, which a whole-cache reading does not compute.
+    o.answer_context_tokens = 48;
+    auto fewer = ir->answer_again(*a, n.question, o);
+    REQUIRE(fewer.ok());
+    CHECK(fewer->n_context_tokens <= 48);
+    auto unranked = ir->answer_again(*w, n.question, o);
+    REQUIRE_FALSE(unranked.ok());
+    CHECK(unranked.error().code == Errc::InvalidArgument);
+
     // Bad settings are errors before any reading.
     for (auto bad : {InfiniRetriOptions{.answer_context_tokens = -1},
                      InfiniRetriOptions{.answer_context_tokens = 64, .neutral_question = ""}}) {

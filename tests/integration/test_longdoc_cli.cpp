@@ -220,4 +220,21 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
     auto bad = run_cli("eval niah --haystack " + haystack + " --needles " + needles + " --depths 120", true);
     CHECK(bad.code == 2);
     CHECK(bad.out.find("depths must be in [0, 100]") != std::string::npos);
+
+    // Other answer contexts from the same readings: the main one again reproduces each cell.
+    auto cmp = nlohmann::json::parse(run_cli(grid + " --no-resume --answer-context 96 --compare-answer-context 96,48").out);
+    REQUIRE(cmp["compare"].size() == 2);
+    CHECK(cmp["compare"][0]["answer_context"] == 96);
+    CHECK(cmp["compare"][0]["hits"] == cmp["hits"]);
+    CHECK(cmp["compare"][1]["n"] == 2);
+    for (const auto& c : cmp["cells"]) {
+        REQUIRE(c["compare"].size() == 2);
+        CHECK(c["compare"][0]["prediction"] == c["prediction"]);
+        CHECK(c["compare"][1]["answer_context"] == 48);
+    }
+    auto full_cmp = run_cli("eval niah --haystack " + haystack + " --needles " + needles +
+                                " --mode full --compare-answer-context 64",
+                            true);
+    CHECK(full_cmp.code == 2);
+    CHECK(full_cmp.out.find("needs --mode infiniretri") != std::string::npos);
 }

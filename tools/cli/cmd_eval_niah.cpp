@@ -48,7 +48,25 @@ struct Cell {
     int64_t tokens_resumed = 0;  // of tokens_read, taken from a checkpoint of another depth
     int32_t n_chunks = 0, cache_tokens = 0;
     std::string prediction;
+    // --compare-answer-context: the same reading answered with other answer contexts.
+    struct Variant {
+        int32_t answer_context = 0;
+        bool hit = false;
+        std::string prediction;
+    };
+    std::vector<Variant> variants;
 };
+
+// (hits, n) of the k-th --compare-answer-context value over the cells that were answered.
+std::pair<int, int> variant_hits(const std::vector<Cell>& cells, size_t k) {
+    int hits = 0, n = 0;
+    for (const auto& c : cells) {
+        if (c.skipped || k >= c.variants.size()) continue;
+        hits += c.variants[k].hit;
+        ++n;
+    }
+    return {hits, n};
+}
 
 // "4k" -> 4000, "1m" -> 1000000, "2500" -> 2500 (decimal multipliers, as NIH tables write them).
 std::optional<int64_t> parse_length(std::string s) {
@@ -337,6 +355,9 @@ int eval_niah(int argc, char** argv) {
         {"json", false, "print one JSON object"},
         {"plot", true, "write an SVG heatmap (lengths x depths) to this file"},
         {"verbose", false, "print every cell's answer"},
+        {"compare-answer-context", true,
+         "also answer each cell from the same reading with these answer contexts, e.g. 64,128 "
+         "(no re-reading; reported per cell and per value beside the main result)"},
         {"no-resume", false,
          "read every haystack from its start (default: a needle's depths share the reading of "
          "the text before the needle; the results are the same)"},
@@ -381,6 +402,15 @@ int eval_niah(int argc, char** argv) {
     }
     const bool json = args.flag("json"), verbose = args.flag("verbose");
     const bool resume = !args.flag("no-resume") && mode == "infiniretri";
+    std::vector<int32_t> compare;
+    if (auto list = args.get("compare-answer-context")) {
+        if (mode == "full") return fail_usage("eval", "--compare-answer-context needs --mode infiniretri");
+        if (!parse_int_list(*list, compare) ||
+            std::any_of(compare.begin(), compare.end(), [](int32_t v) { return v < 0; }))
+            return fail_usage("eval", "--compare-answer-context: a list of token counts >= 0, e.g. 64,128");
+        if (opt.answer_context_tokens <= 0)
+            return fail_usage("eval", "--compare-answer-context needs --answer-context > 0 (the ranking it picks from)");
+    }
 
     auto needles = read_needles(*needles_path);
     if (!needles) return fail("eval", needles.error().message);
@@ -500,6 +530,18 @@ int eval_niah(int argc, char** argv) {
                                                                               : k.score > needle_at->score;
                                                    }));
                     }
+                    for (const int32_t budget : compare) {
+                        pipelines::InfiniRetriOptions ov = opt;
+                        ov.answer_context_tokens = budget;
+                        auto v = ir->answer_again(*a, n.question, ov);
+                        if (!v) {
+                            bar.done();
+                            return fail("eval", where + ": answer context " + std::to_string(budget) +
+                                                    ": " + v.error().message);
+                        }
+                        cell.variants.push_back(
+                            {budget, pipelines::contains_answer(v->text, n.answers), v->text});
+                    }
                 }
                 LengthStats& ls = per_length[li];
                 if (cell.skipped) {
@@ -518,6 +560,10 @@ int eval_niah(int argc, char** argv) {
                     std::fprintf(stderr, "%s: %s %s\n", where.c_str(),
                                  cell.skipped ? "skipped" : (cell.hit ? "HIT " : "miss"),
                                  json_string(cell.prediction).c_str());
+                    for (const auto& v : cell.variants) {
+                        std::fprintf(stderr, "  answer context %d: %s %s\n", v.answer_context,
+                                     v.hit ? "HIT " : "miss", json_string(v.prediction).c_str());
+                    }
                 }
                 cells.push_back(std::move(cell));
             }
@@ -584,6 +630,22 @@ int eval_niah(int argc, char** argv) {
                                   {"needle_kept", c.needle_kept},
                                   {"needle_rank", c.needle_rank},
                                   {"prediction", c.prediction}});
+            if (!compare.empty()) {
+                auto& vs = j["cells"].back()["compare"] = nlohmann::json::array();
+                for (const auto& v : c.variants)
+                    vs.push_back({{"answer_context", v.answer_context}, {"hit", v.hit}, {"prediction", v.prediction}});
+            }
+        }
+        if (!compare.empty()) {
+            j["answer_context"] = opt.answer_context_tokens;
+            j["compare"] = nlohmann::json::array();
+            for (size_t k = 0; k < compare.size(); ++k) {
+                const auto [v_hits, v_n] = variant_hits(cells, k);
+                j["compare"].push_back({{"answer_context", compare[k]},
+                                        {"hits", v_hits},
+                                        {"n", v_n},
+                                        {"accuracy", v_n > 0 ? static_cast<double>(v_hits) / v_n : 0.0}});
+            }
         }
         j["lengths"] = nlohmann::json::array();
         for (size_t li = 0; li < lengths.size(); ++li) {
@@ -640,6 +702,12 @@ int eval_niah(int argc, char** argv) {
         std::printf("  %-8s accuracy %.3f  %.1f s  %.0f tokens/s\n",
                     length_label(lengths[li]).c_str(), static_cast<double>(ls.hits) / ls.n,
                     ls.seconds, ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0);
+    }
+    for (size_t k = 0; k < compare.size(); ++k) {
+        const auto [v_hits, v_n] = variant_hits(cells, k);
+        std::printf("  answer context %d instead of %d: accuracy %.3f (%d/%d)\n", compare[k],
+                    opt.answer_context_tokens, v_n > 0 ? static_cast<double>(v_hits) / v_n : 0.0,
+                    v_hits, v_n);
     }
     if (auto plot = args.get("plot")) std::printf("heatmap: %s\n", plot->c_str());
     return 0;

@@ -219,6 +219,16 @@ class InfiniRetri {
     Result<InfiniRetriAnswer> answer(SentenceSource& source, std::string_view question,
                                      const InfiniRetriOptions& options = {});
 
+    // Answers `question` again from the sentences an earlier answer() kept (`read.kept`), without
+    // reading the document again: with options' instruction, answer_context_tokens,
+    // max_answer_tokens, sampler and on_text (the reading settings are not used). The question
+    // should be the one `read` was read for: the kept sentences are those its attention chose. A
+    // smaller answer context picks from the relevance ranking answer() computed, so it needs one
+    // (read with answer_context_tokens > 0 and a cache larger than that): otherwise
+    // InvalidArgument. The reading counters are copied from `read`; the answer's are new.
+    Result<InfiniRetriAnswer> answer_again(const InfiniRetriAnswer& read, std::string_view question,
+                                           const InfiniRetriOptions& options = {});
+
     // Baseline: the whole document in one prompt (same template and tokenization), greedy
     // answer. OutOfRange when the prompt and answer do not fit the window, unless
     // options.truncate_full (found while reading:

@@ -527,9 +527,12 @@ struct InfiniRetri::Impl {
         run.out.read_ms = ms_since(t0);
         run.out.kept = std::move(run.cache);
         run.out.n_cache_tokens = n_tokens_of(run.out.kept);
-        if (o.answer_context_tokens <= 0 || run.out.n_cache_tokens <= o.answer_context_tokens)
-            return final_answer(run, run.out.kept, t0);
+        if (o.answer_context_tokens <= 0) return final_answer(run, run.out.kept, t0);
+        // Ranked even when the whole cache fits, so that answer_again() can pick a smaller
+        // context and callers can show the ranking.
         ATTNRAG_TRY(rank_kept(run));
+        if (run.out.n_cache_tokens <= o.answer_context_tokens)
+            return final_answer(run, run.out.kept, t0);
         const std::vector<KeptSentence> best = best_sentences(run.out.kept, o.answer_context_tokens);
         return final_answer(run, best, t0);
     }
@@ -552,9 +555,8 @@ struct InfiniRetri::Impl {
                                         [](const KeptSentence& s) { return s.relevance > 0; });
         if (!ranked) {
             return make_error(Errc::InvalidArgument,
-                              "infiniretri: answer_again: the kept sentences were not ranked (the "
-                              "first answer read them all); answer with answer_context_tokens > 0 "
-                              "and smaller than the cache first");
+                              "infiniretri: answer_again: the kept sentences were not ranked (read "
+                              "with answer_context_tokens = 0); read with answer_context_tokens > 0");
         }
         const std::vector<KeptSentence> best = best_sentences(read.kept, o.answer_context_tokens);
         return final_answer(run, best, t0);

@@ -367,6 +367,18 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
     auto unranked = ir->answer_again(*w, n.question, o);
     REQUIRE_FALSE(unranked.ok());
     CHECK(unranked.error().code == Errc::InvalidArgument);
+    // A budget the whole cache fits still ranks it, and the ranking does not depend on the budget.
+    o.answer_context_tokens = 8192;
+    auto roomy_src = SentenceSource::from_text(text);
+    auto roomy = ir->answer(roomy_src, n.question, o);
+    REQUIRE(roomy.ok());
+    CHECK(roomy->n_context_tokens == roomy->n_cache_tokens);
+    REQUIRE(roomy->kept.size() == a->kept.size());
+    for (size_t k = 0; k < a->kept.size(); ++k) CHECK(roomy->kept[k].relevance == a->kept[k].relevance);
+    o.answer_context_tokens = 96;
+    auto narrowed = ir->answer_again(*roomy, n.question, o);
+    REQUIRE(narrowed.ok());
+    CHECK(narrowed->text == a->text);
 
     // Bad settings are errors before any reading.
     for (auto bad : {InfiniRetriOptions{.answer_context_tokens = -1},

@@ -203,8 +203,15 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
         const auto& c = j["cells"][k];
         const auto& f = fresh["cells"][k];
         CHECK(c["depth"] == f["depth"]);
-        for (const char* key : {"length", "needle", "hit", "prediction", "tokens_read", "needle_rank"})
+        for (const char* key : {"length", "needle", "hit", "prediction", "tokens_read", "needle_rank",
+                                 "needle_cached_chunk", "needle_dropped_chunk"})
             CHECK(c[key] == f[key]);
+        // Where the needle entered the cache (and that it stayed): the chunk that read it or later.
+        if (c["needle_kept"] == true) {
+            CHECK(c["needle_cached_chunk"].get<int>() >= 1);
+            CHECK(c["needle_cached_chunk"].get<int>() <= c["chunks"].get<int>());
+            CHECK(c["needle_dropped_chunk"] == 0);
+        }
         CHECK(f["tokens_resumed"] == 0);
         if (c["depth"] == 60) {
             CHECK(c["tokens_resumed"].get<int64_t>() >= 512);

@@ -43,6 +43,9 @@ struct Cell {
     // Its rank among the kept sentences (1 = best; 0 = not kept): by relevance where computed
     // (--answer-context), else by score.
     int32_t needle_rank = 0;
+    // Chunk passes (1-based) after which the needle was first in the cache and after which it
+    // had left it again (0: never). A needle dropped was read and kept, then outscored.
+    int32_t needle_cached_chunk = 0, needle_dropped_chunk = 0;
     double seconds = 0;
     int64_t tokens_read = 0;
     int64_t tokens_resumed = 0;  // of tokens_read, taken from a checkpoint of another depth
@@ -472,9 +475,18 @@ int eval_niah(int argc, char** argv) {
                     }
                 }
                 std::vector<pipelines::InfiniRetriCheckpoint> made;
-                if (resume) {
+                auto holds_needle = [&](const std::vector<pipelines::KeptSentence>& kept) {
+                    return std::any_of(kept.begin(), kept.end(), [&](const pipelines::KeptSentence& k) {
+                        return k.text.find(n.needle) != std::string::npos;
+                    });
+                };
+                if (mode == "infiniretri") {
                     o.on_checkpoint = [&](const pipelines::InfiniRetriCheckpoint& c) {
-                        made.push_back(c);
+                        const bool held = holds_needle(c.cache);
+                        if (held && cell.needle_cached_chunk == 0) cell.needle_cached_chunk = c.n_chunks;
+                        if (!held && cell.needle_cached_chunk != 0 && cell.needle_dropped_chunk == 0)
+                            cell.needle_dropped_chunk = c.n_chunks;
+                        if (resume) made.push_back(c);
                     };
                 }
                 o.on_progress = [&](const pipelines::InfiniRetriProgress& p) {
@@ -493,6 +505,7 @@ int eval_niah(int argc, char** argv) {
                     std::fprintf(stderr, "eval: %s: %s; reading from the start\n", where.c_str(),
                                  a.error().message.c_str());
                     made.clear();
+                    cell.needle_cached_chunk = cell.needle_dropped_chunk = 0;
                     o.resume = nullptr;
                     src = SentenceSource::from_text(hay_text.text, {}, "haystack");
                     a = ir->answer(src, n.question, o);
@@ -523,6 +536,11 @@ int eval_niah(int argc, char** argv) {
                             return k.text.find(n.needle) != std::string::npos;
                         });
                     cell.needle_kept = needle_at != a->kept.end();
+                    // The last chunk makes no checkpoint.
+                    if (cell.needle_kept && cell.needle_cached_chunk == 0) cell.needle_cached_chunk = a->n_chunks;
+                    if (mode == "infiniretri" && !cell.needle_kept && cell.needle_cached_chunk != 0 &&
+                        cell.needle_dropped_chunk == 0)
+                        cell.needle_dropped_chunk = a->n_chunks;
                     if (cell.needle_kept) {
                         cell.needle_rank = 1 + static_cast<int32_t>(std::count_if(
                                                    a->kept.begin(), a->kept.end(), [&](const pipelines::KeptSentence& k) {
@@ -560,6 +578,12 @@ int eval_niah(int argc, char** argv) {
                     std::fprintf(stderr, "%s: %s %s\n", where.c_str(),
                                  cell.skipped ? "skipped" : (cell.hit ? "HIT " : "miss"),
                                  json_string(cell.prediction).c_str());
+                    if (cell.needle_dropped_chunk > 0) {
+                        std::fprintf(stderr, "  the needle was kept after chunk %d and dropped after chunk %d of %d\n",
+                                     cell.needle_cached_chunk, cell.needle_dropped_chunk, cell.n_chunks);
+                    } else if (mode == "infiniretri" && !cell.needle_kept) {
+                        std::fprintf(stderr, "  the needle was not kept by the chunk pass that read it\n");
+                    }
                     for (const auto& v : cell.variants) {
                         std::fprintf(stderr, "  answer context %d: %s %s\n", v.answer_context,
                                      v.hit ? "HIT " : "miss", json_string(v.prediction).c_str());
@@ -629,6 +653,8 @@ int eval_niah(int argc, char** argv) {
                                   {"cache_tokens", c.cache_tokens},
                                   {"needle_kept", c.needle_kept},
                                   {"needle_rank", c.needle_rank},
+                                  {"needle_cached_chunk", c.needle_cached_chunk},
+                                  {"needle_dropped_chunk", c.needle_dropped_chunk},
                                   {"prediction", c.prediction}});
             if (!compare.empty()) {
                 auto& vs = j["cells"].back()["compare"] = nlohmann::json::array();

@@ -118,9 +118,9 @@ struct InfiniRetriOptions {
     bool question_weight = true;  // weight query rows by w_i^2 (their mass on the question)
     std::string instruction = "Read the text and answer the question very concisely.";
     // Most tokens of kept sentences the final answer reads: the most relevant ones that fit, in
-    // document order. 0 = the whole cache (the reference). Relevance (KeptSentence::relevance)
-    // (computed whenever this is > 0, also when the whole cache fits)
-    // takes two extra passes over the final cache: one with the question, one with
+    // document order. 0 = the whole cache (the reference). Relevance (KeptSentence::relevance,
+    // computed whenever this is > 0, also when the whole cache fits) takes two extra passes over
+    // the final cache: one with the question, one with
     // `neutral_question`; a sentence's relevance is its best smoothed token score for the question
     // divided by the score that token gets from the neutral question (plus the mean). That
     // discounts attention sinks (short sentences, essay openings) that draw the question rows
@@ -225,7 +225,8 @@ class InfiniRetri {
     // max_answer_tokens, sampler and on_text (the reading settings are not used). The question
     // should be the one `read` was read for: the kept sentences are those its attention chose. A
     // smaller answer context picks from the relevance ranking answer() computed, so `read` must
-    // come from a reading with answer_context_tokens > 0: otherwise InvalidArgument. The reading counters are copied from `read`; the answer's are new.
+    // come from a reading with answer_context_tokens > 0: otherwise InvalidArgument. The reading
+    // counters are copied from `read`; the answer's are new.
     Result<InfiniRetriAnswer> answer_again(const InfiniRetriAnswer& read, std::string_view question,
                                            const InfiniRetriOptions& options = {});
 

@@ -137,6 +137,8 @@ struct InfiniRetri::Impl {
             return make_error(Errc::InvalidArgument, "infiniretri: top_k must be >= 1");
         if (o.phrase_tokens < 1)
             return make_error(Errc::InvalidArgument, "infiniretri: phrase_tokens must be >= 1");
+        if (!(o.score_memory >= 0.0f && o.score_memory < 1.0f))
+            return make_error(Errc::InvalidArgument, "infiniretri: score_memory must be in [0, 1)");
         if (o.cache_tokens < 0)
             return make_error(Errc::InvalidArgument, "infiniretri: cache_tokens must be >= 0");
         if (o.answer_context_tokens < 0)
@@ -273,8 +275,9 @@ struct InfiniRetri::Impl {
     }
 
     // One chunk pass: prompt over cache + chunk, probe the question rows (weights frozen after
-    // the first chunk), keep the sentences of the top-k smoothed token scores (capped), which
-    // become the new cache.
+    // the first chunk), keep the sentences of the top-k smoothed token scores and the cached ones
+    // whose remembered score (options.score_memory) reaches the k-th; capped, they become the new
+    // cache.
     Status chunk_pass(Run& run, std::vector<KeptSentence>& chunk) {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<KeptSentence*> sents;
@@ -293,12 +296,22 @@ struct InfiniRetri::Impl {
             while (si + 1 < sents.size() && sent_begin[si + 1] <= t) ++si;
             keep[si] = 1;
         }
+        const size_t n_cached = run.cache.size();  // sents[0, n_cached) come from the cache
         for (size_t k = 0; k < sents.size(); ++k) {
             const auto b = static_cast<size_t>(sent_begin[k]);
             const size_t e = b + sents[k]->ids.size();
             float best = 0;
             for (size_t j = b; j < e; ++j) best = std::max(best, score[j]);
+            if (k < n_cached) best = std::max(best, o.score_memory * sents[k]->score);
             sents[k]->score = best;
+        }
+        // A cached sentence whose remembered score reaches the k-th best token score stays.
+        if (o.score_memory > 0.0f && !top.empty()) {
+            float kth = score[static_cast<size_t>(top.front())];
+            for (int32_t t : top) kth = std::min(kth, score[static_cast<size_t>(t)]);
+            for (size_t k = 0; k < n_cached; ++k) {
+                if (sents[k]->score >= kth) keep[k] = 1;
+            }
         }
         // Cap: the best-scoring kept sentences that fit, back in document order.
         int64_t kept_tokens = 0;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -256,6 +258,65 @@ TEST_CASE("the sentence cache respects its cap and kept sentences slice the sour
     auto c = ir->answer(again, "What do addictive things have in common?", o);
     REQUIRE_FALSE(c.ok());
     CHECK(c.error().code == Errc::Cancelled);
+}
+
+TEST_CASE("score memory keeps cached sentences that scored high before",
+          "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const std::string text = essays().substr(0, 7000);
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    const std::string question = "What do addictive things have in common?";
+    // The cache after each chunk (checkpoints, then the final one) for a score memory.
+    auto read = [&](float memory) {
+        InfiniRetriOptions o;
+        o.chunk_tokens = 400;
+        o.top_k = 24;
+        o.score_memory = memory;
+        o.answer_context_tokens = 0;
+        o.max_answer_tokens = 4;
+        std::vector<std::vector<KeptSentence>> caches;
+        o.on_checkpoint = [&](const InfiniRetriCheckpoint& c) { caches.push_back(c.cache); };
+        auto src = SentenceSource::from_text(text);
+        auto a = ir->answer(src, question, o);
+        REQUIRE(a.ok());
+        caches.push_back(a->kept);
+        return caches;
+    };
+    auto by_begin = [](const std::vector<KeptSentence>& cache) {
+        std::map<uint64_t, float> out;  // begin -> score
+        for (const auto& s : cache) out[s.begin] = s.score;
+        return out;
+    };
+    const float m = 0.9f;
+    const auto reference = read(0.0f);
+    const auto sticky = read(m);
+    REQUIRE(reference.size() >= 3);
+    REQUIRE(sticky.size() == reference.size());
+    // The first pass has no cache: the same sentences enter with the same scores.
+    CHECK(by_begin(sticky[0]) == by_begin(reference[0]));
+    // The second pass reads the same prompt: the sticky cache keeps all the reference keeps,
+    // and more (first-pass sentences whose remembered score reached the bar).
+    const auto ref2 = by_begin(reference[1]);
+    const auto sticky2 = by_begin(sticky[1]);
+    for (const auto& [begin, score] : ref2) CHECK(sticky2.count(begin) == 1);
+    CHECK(sticky2.size() > ref2.size());
+    // A sentence carried over competes with at least m times its earlier score; new ones and
+    // those the reference also keeps score as in the reference otherwise.
+    const auto first = by_begin(sticky[0]);
+    for (const auto& [begin, score] : sticky2) {
+        const auto was = first.find(begin);
+        if (was != first.end()) CHECK(score >= m * was->second);
+        const auto ref = ref2.find(begin);
+        if (ref != ref2.end() && was == first.end()) CHECK(score == ref->second);
+    }
+
+    for (float bad : {-0.5f, 1.0f, std::numeric_limits<float>::quiet_NaN()}) {
+        auto src = SentenceSource::from_text(text);
+        auto r = ir->answer(src, question, InfiniRetriOptions{.score_memory = bad});
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().code == Errc::InvalidArgument);
+    }
 }
 
 TEST_CASE("sentences longer than a chunk are split at spaces", "[smollm2][infiniretri]") {

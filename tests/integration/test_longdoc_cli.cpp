@@ -107,6 +107,13 @@ TEST_CASE("ask --file rejects bad usage and bad files with clear errors", "[cli]
     auto chunk = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --chunk-tokens 0 'Why?'", true);
     CHECK(chunk.code == 2);
 
+    for (const char* memory : {"1", "-0.1", "x"}) {
+        auto m = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --score-memory " + memory + " 'Why?'",
+                         true);
+        CHECK(m.code == 2);
+        CHECK(m.out.find("--score-memory") != std::string::npos);
+    }
+
     std::ofstream(dir / "bad.txt", std::ios::binary) << "Fine text here. Then a bad byte \xff there.";
     auto bad = run_cli("ask " + margs + " --file " + (dir / "bad.txt").string() + " 'Why?'", true);
     CHECK(bad.code == 1);

@@ -33,6 +33,12 @@ std::string grouped(long long v) {
     return out;
 }
 
+std::string shortest(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+}
+
 }  // namespace
 
 bool parse_int_list(const std::string& text, std::vector<int32_t>& out) {
@@ -62,6 +68,10 @@ std::vector<OptionSpec> infiniretri_option_specs() {
         {"chunk-tokens", true, "InfiniRetri: document tokens per chunk (default " + std::to_string(d.chunk_tokens) + ")"},
         {"top-k", true, "InfiniRetri: top tokens whose sentences are kept per chunk (default " +
                             std::to_string(d.top_k) + ")"},
+        {"score-memory", true,
+         "InfiniRetri: a cached sentence competes with the larger of its score and this fraction of its score in "
+         "the pass before, so one pass that looks elsewhere does not drop it (default " + shortest(d.score_memory) +
+             "; 0: the reference, kept sentences compete again like new ones)"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
         {"answer-context", true,
          "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "
@@ -88,6 +98,16 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
         error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens and --answer-context >= 0";
         return false;
     }
+    const double memory = args.get_double("score-memory", o.score_memory);
+    if (!args.ok()) {
+        error = args.error();
+        return false;
+    }
+    if (!(memory >= 0.0 && memory < 1.0)) {
+        error = "--score-memory must be in [0, 1)";
+        return false;
+    }
+    o.score_memory = static_cast<float>(memory);
     o.answer_context_tokens = static_cast<int32_t>(answer_context);
     o.chunk_tokens = static_cast<int32_t>(chunk);
     o.top_k = static_cast<int32_t>(top_k);

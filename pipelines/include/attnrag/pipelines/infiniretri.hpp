@@ -98,6 +98,14 @@ struct InfiniRetriOptions {
         1024;             // document tokens per chunk (whole sentences; excludes prompt and cache)
     int32_t top_k = 300;  // tokens whose sentences are kept after each chunk
     int32_t phrase_tokens = 8;  // width of the box filter over key positions
+    // A sentence enters the cache by holding one of a pass's top_k tokens. With memory m > 0, a
+    // sentence already cached competes with the larger of its score in this pass and m times
+    // the score it competed with in the pass before, and stays while that reaches the pass's
+    // k-th best token score (evictions under the cap rank by it too). The question's attention
+    // on a kept needle swings tenfold from pass to pass as chunks come and go; memory keeps a
+    // sentence that scored high through a pass that looks elsewhere. 0 = the reference (kept
+    // sentences compete again like new ones); in [0, 1).
+    float score_memory = 0.0f;
     // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
     // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question
     // + answer fit the context window.
@@ -156,7 +164,9 @@ struct KeptSentence {
     uint64_t begin = 0, end = 0;  // byte range in the source
     std::string text = {};        // source bytes [begin, end)
     std::vector<TokenId> ids = {};
-    float score = 0;  // its best smoothed token score in the chunk pass that last kept it
+    // Its best smoothed token score in the chunk pass that last kept it (with
+    // InfiniRetriOptions::score_memory, the remembered score it competed with).
+    float score = 0;
     // Calibrated relevance (see InfiniRetriOptions::answer_context_tokens); 0 when not computed.
     float relevance = 0;
 };

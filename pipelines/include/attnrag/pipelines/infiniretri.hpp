@@ -101,11 +101,14 @@ struct InfiniRetriOptions {
     // A sentence enters the cache by holding one of a pass's top_k tokens. With memory m > 0, a
     // sentence already cached competes with the larger of its score in this pass and m times
     // the score it competed with in the pass before, and stays while that reaches the pass's
-    // k-th best token score (evictions under the cap rank by it too). The question's attention
-    // on a kept needle swings tenfold from pass to pass as chunks come and go; memory keeps a
-    // sentence that scored high through a pass that looks elsewhere. 0 = the reference (kept
-    // sentences compete again like new ones); in [0, 1).
-    float score_memory = 0.0f;
+    // k-th best token score (evictions under the cap rank by it too). 0 = the reference: kept
+    // sentences compete again like new ones, and one pass that looks elsewhere drops them. The
+    // question's attention on a kept needle swings up to tenfold from pass to pass as chunks come
+    // and go: at 128K tokens the reference dropped a needle 29 chunks after reading it (its score
+    // fell just below the bar for one pass), memory 0.5 kept it to the end; the cache holds ~1.6x
+    // the tokens and a 128K read takes ~1.45x as long (docs/niah/README.md, "Score memory").
+    // In [0, 1).
+    float score_memory = 0.5f;
     // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
     // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question
     // + answer fit the context window.

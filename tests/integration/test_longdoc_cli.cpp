@@ -157,6 +157,10 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     CHECK(j["n"] == 2);
     CHECK(j["mode"] == "infiniretri");
     for (const char* key : {"em", "f1", "contains", "tokens_per_s", "seconds"}) CHECK(j.contains(key));
+    // The reading settings the numbers were measured with (the defaults here).
+    CHECK(j["settings"]["chunk_tokens"] == 1024);
+    CHECK(j["settings"]["score_memory"].get<double>() == Approx(0.5));
+    CHECK(j["settings"]["answer_context_tokens"] == 256);
     REQUIRE(j["questions"].size() == 2);
     INFO("needle answer: " << j["questions"][0]["prediction"].get<std::string>());
     CHECK(j["questions"][0]["contains"] == true);
@@ -201,6 +205,8 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
     auto j = nlohmann::json::parse(r.out);
     CHECK(j["n"] == 2);
     CHECK(j.contains("accuracy"));
+    CHECK(j["settings"]["chunk_tokens"] == 512);
+    CHECK(j["settings"]["top_k"] == 300);
     REQUIRE(j["cells"].size() == 2);
     // The deepest needle is read first; the 60 % haystack resumes from its checkpoints before
     // the needle, and the result is that of reading it whole (--no-resume).

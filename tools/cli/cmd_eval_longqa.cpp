@@ -200,6 +200,7 @@ int eval_longqa(int argc, char** argv) {
                               {"model", model->path()},
                               {"chunk_tokens", opt.chunk_tokens},
                               {"top_k", opt.top_k},
+                              {"settings", infiniretri_settings_json(opt)},
                               {"peak_rss_mib", peak_rss_mib()},
                               {"questions", nlohmann::json::array()}};
         for (const auto& r : rows) {

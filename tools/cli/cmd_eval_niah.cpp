@@ -630,6 +630,7 @@ int eval_niah(int argc, char** argv) {
                             {"needles", needles->size()}};
         if (mode != "full") {
             j["needles_kept"] = n_kept;
+            j["settings"] = infiniretri_settings_json(opt);
             // What the chunk passes read: the (layer, head) pairs, else the layers (all heads).
             if (!opt.layer_heads.empty()) {
                 j["heads"] = pipelines::format_layer_heads(opt.layer_heads);

@@ -121,6 +121,12 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     return true;
 }
 
+nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& o) {
+    return {{"chunk_tokens", o.chunk_tokens},   {"top_k", o.top_k},
+            {"phrase_tokens", o.phrase_tokens}, {"score_memory", o.score_memory},
+            {"cache_tokens", o.cache_tokens},   {"answer_context_tokens", o.answer_context_tokens}};
+}
+
 Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::InfiniRetriOptions& options) {
     const auto value = args.get("heads");
     if (!value) return {};

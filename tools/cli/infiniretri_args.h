@@ -4,12 +4,15 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "args.h"
 #include "attnrag/pipelines/infiniretri.hpp"
 
 namespace attnrag::cli {
 
-// --chunk-tokens, --top-k, --cache-tokens, --answer-context, --layers, --heads, --heads-dir.
+// --chunk-tokens, --top-k, --score-memory, --cache-tokens, --answer-context, --layers, --heads,
+// --heads-dir.
 std::vector<OptionSpec> infiniretri_option_specs();
 
 // Reads those options into `options` (unset ones keep its values); false with `error` set on a
@@ -24,6 +27,10 @@ Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::I
 
 // "1,2,5" or "12-15" or a mix -> the integers; false on anything else.
 bool parse_int_list(const std::string& text, std::vector<int32_t>& out);
+
+// The reading settings a result was measured with, for JSON output: chunk_tokens, top_k,
+// phrase_tokens, score_memory, cache_tokens, answer_context_tokens.
+nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& options);
 
 // One progress line: a bar over the bytes read, tokens read, reading speed and cache size.
 std::string infiniretri_progress_line(const pipelines::InfiniRetriProgress& p);

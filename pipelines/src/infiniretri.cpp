@@ -80,6 +80,11 @@ void digest_bytes(uint64_t& h, const void* data, size_t n) {
     }
 }
 
+template <typename T>
+void digest_value(uint64_t& h, const T& v) {
+    digest_bytes(h, &v, sizeof v);
+}
+
 void digest_sentence(uint64_t& h, const KeptSentence& s) {
     digest_bytes(h, &s.begin, sizeof s.begin);
     digest_bytes(h, &s.end, sizeof s.end);
@@ -196,6 +201,23 @@ struct InfiniRetri::Impl {
         }
         run.probe.layers = std::move(layers);
         run.probe.heads = std::move(heads);
+    }
+
+    // What a checkpoint's reading depends on besides the text and the question.
+    static uint64_t settings_digest(const Run& run) {
+        const InfiniRetriOptions& o = *run.opt;
+        uint64_t h = kDigestSeed;
+        for (int32_t v : {o.chunk_tokens, o.top_k, o.phrase_tokens, run.cache_limit})
+            digest_value(h, v);
+        digest_value(h, o.score_memory);
+        digest_value(h, o.question_weight);
+        digest_bytes(h, o.instruction.data(), o.instruction.size());
+        for (const auto* v : {&run.probe.layers, &run.probe.heads}) {
+            digest_value(h, v->size());
+            digest_bytes(h, v->data(), v->size() * sizeof(int32_t));
+        }
+        digest_bytes(h, run.pair_used.data(), run.pair_used.size());
+        return h;
     }
 
     static size_t pair_index(const ProbeResult& att, int32_t li, int32_t hi) {
@@ -419,6 +441,12 @@ struct InfiniRetri::Impl {
         if (cp.chunk_fill < 1 || cp.n_chunks < 1 || cp.question_weights.empty()) {
             return make_error(Errc::InvalidArgument, where + "empty checkpoint");
         }
+        if (cp.settings_digest != settings_digest(run)) {
+            return make_error(Errc::InvalidArgument,
+                              where + "the checkpoint was made with other reading options (chunk, "
+                                      "top-k, filter, score memory, cache cap, instruction, layers "
+                                      "or heads)");
+        }
         for (;;) {
             auto s = reader.next();
             if (!s) return s.error();
@@ -496,6 +524,7 @@ struct InfiniRetri::Impl {
                     .next_end = next->end,
                     .chunk_fill = chunk_n,
                     .digest = digest,
+                    .settings_digest = settings_digest(run),
                     .n_tokens_read = run.out.n_tokens_read,
                     .n_chunks = run.out.n_chunks,
                     .max_prompt_tokens = run.out.max_prompt_tokens,

@@ -615,4 +615,14 @@ TEST_CASE("reading resumed from a checkpoint equals reading from the start",
         REQUIRE_FALSE(bad.ok());
         CHECK(bad.error().code == Errc::InvalidArgument);
     }
+    // ... or other reading options (answer options may differ: max_answer_tokens above).
+    for (const InfiniRetriOptions& other :
+         {InfiniRetriOptions{.chunk_tokens = 400, .top_k = 200, .resume = &deep_cps[2]},
+          InfiniRetriOptions{.chunk_tokens = 400, .score_memory = 0.0f, .resume = &deep_cps[2]},
+          InfiniRetriOptions{.chunk_tokens = 400, .layers = {20}, .resume = &deep_cps[2]}}) {
+        auto bad = read(deep, other, n.question);
+        REQUIRE_FALSE(bad.ok());
+        CHECK(bad.error().code == Errc::InvalidArgument);
+        CHECK(bad.error().message.find("other reading options") != std::string::npos);
+    }
 }

@@ -154,9 +154,10 @@ struct InfiniRetriOptions {
     // Start from a checkpoint instead of the first chunk. The source is still read from its
     // start, but the sentences up to the checkpoint are only tokenized and compared with it (their
     // byte ranges and token ids, and the sentence that opened the next chunk): the model does not
-    // read them again. The result equals reading the whole source, provided the options are
-    // those of the run that made the checkpoint. Errors (InvalidArgument): another question, or a
-    // source that differs from the checkpointed one before the checkpoint. Meant for sources that
+    // read them again. The result equals reading the whole source. Errors (InvalidArgument):
+    // another question, other reading options (InfiniRetriCheckpoint::settings_digest; the answer
+    // settings may differ), or a source that differs from the checkpointed one before the
+    // checkpoint. Meant for sources that
     // share a beginning, such as one haystack with a needle at different depths.
     const InfiniRetriCheckpoint* resume = nullptr;
 };
@@ -181,6 +182,9 @@ struct InfiniRetriCheckpoint {
     uint64_t next_end = 0;    // end of the sentence that did not fit the chunk (opens the next one)
     int32_t chunk_fill = 0;   // tokens of the chunk that ended at `offset`
     uint64_t digest = 0;      // of the byte ranges and token ids of every sentence up to `offset`
+    // Of the reading options (chunk, top-k, filter, score memory, cache cap, instruction, the
+    // layers and heads read, question weighting): a resume with other ones is refused.
+    uint64_t settings_digest = 0;
     int64_t n_tokens_read = 0;
     int32_t n_chunks = 0;
     int32_t max_prompt_tokens = 0;

@@ -157,8 +157,8 @@ struct InfiniRetriOptions {
     // read them again. The result equals reading the whole source. Errors (InvalidArgument):
     // another question, other reading options (InfiniRetriCheckpoint::settings_digest; the answer
     // settings may differ), or a source that differs from the checkpointed one before the
-    // checkpoint. Meant for sources that
-    // share a beginning, such as one haystack with a needle at different depths.
+    // checkpoint. Meant for sources that share a beginning, such as one haystack with a needle
+    // at different depths.
     const InfiniRetriCheckpoint* resume = nullptr;
 };
 

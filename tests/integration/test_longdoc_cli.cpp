@@ -241,6 +241,15 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
     CHECK(bad.code == 2);
     CHECK(bad.out.find("depths must be in [0, 100]") != std::string::npos);
 
+    // A plot that could not be written at the end is refused before the run starts.
+    for (const fs::path& where : {dir / "no_such_dir" / "grid.svg", dir}) {
+        auto unwritable = run_cli(grid + " --plot " + where.string(), true);
+        CHECK(unwritable.code == 1);
+        CHECK(unwritable.out.find("--plot " + where.string()) != std::string::npos);
+        CHECK(unwritable.out.find("cells") == std::string::npos);  // nothing was read
+    }
+    CHECK_FALSE(fs::exists(svg.string() + ".tmp"));
+
     // Other answer contexts from the same readings: the main one again reproduces each cell.
     auto cmp = nlohmann::json::parse(run_cli(grid + " --no-resume --answer-context 96 --compare-answer-context 96,48").out);
     REQUIRE(cmp["compare"].size() == 2);

@@ -415,6 +415,13 @@ int eval_niah(int argc, char** argv) {
             return fail_usage("eval", "--compare-answer-context needs --answer-context > 0 (the ranking it picks from)");
     }
 
+    const std::optional<std::string> plot_path = args.get("plot");
+    if (plot_path) {
+        // Before the run, not after hours of it.
+        if (auto problem = output_path_problem(*plot_path); !problem.empty())
+            return fail("eval", "--plot " + problem);
+    }
+
     auto needles = read_needles(*needles_path);
     if (!needles) return fail("eval", needles.error().message);
     if (limit > 0 && static_cast<size_t>(limit) < needles->size())
@@ -605,7 +612,9 @@ int eval_niah(int argc, char** argv) {
     const auto n_kept =
         std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.needle_kept; });
 
-    if (auto plot = args.get("plot")) {
+    // A plot that cannot be written is reported after the results are printed: they are not lost.
+    std::string plot_error;
+    if (plot_path) {
         std::string title = "Needle in a haystack, ";
         title += mode == "full" ? "full prompt" : "InfiniRetri";
         title += " (";
@@ -615,10 +624,10 @@ int eval_niah(int argc, char** argv) {
         title += "/";
         title += std::to_string(n);
         title += " found";
-        std::ofstream out(*plot, std::ios::binary);
-        out << heatmap_svg(title, lengths, *depths, grid);
-        if (!out) return fail("eval", *plot + ": cannot write");
+        if (auto st = write_file_replacing(*plot_path, heatmap_svg(title, lengths, *depths, grid)); !st)
+            plot_error = st.error().message;
     }
+    auto finish = [&]() { return plot_error.empty() ? 0 : fail("eval", "--plot: " + plot_error); };
 
     if (json) {
         nlohmann::json j = {{"mode", mode},
@@ -687,7 +696,8 @@ int eval_niah(int argc, char** argv) {
                   ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0}});
         }
         std::printf("%s\n", j.dump().c_str());
-        return 0;
+        std::fflush(stdout);
+        return finish();
     }
 
     std::printf("needle in a haystack: mode %s, %zu needles, %zu lengths x %zu depths\n",
@@ -736,8 +746,9 @@ int eval_niah(int argc, char** argv) {
                     opt.answer_context_tokens, v_n > 0 ? static_cast<double>(v_hits) / v_n : 0.0,
                     v_hits, v_n);
     }
-    if (auto plot = args.get("plot")) std::printf("heatmap: %s\n", plot->c_str());
-    return 0;
+    if (plot_path && plot_error.empty()) std::printf("heatmap: %s\n", plot_path->c_str());
+    std::fflush(stdout);
+    return finish();
 }
 
 }  // namespace attnrag::cli

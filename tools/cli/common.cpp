@@ -1,7 +1,12 @@
 // Helpers shared by CLI subcommands: model loading, peak memory, JSON string escaping.
 #include "common.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 
 namespace attnrag::cli {
@@ -48,6 +53,38 @@ std::string json_string(std::string_view s) {
         }
     }
     return out + "\"";
+}
+
+std::string output_path_problem(const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) return path + ": is a directory";
+    fs::path dir = fs::path(path).parent_path();
+    if (dir.empty()) dir = ".";
+    if (!fs::is_directory(dir, ec)) return path + ": no such directory " + dir.string();
+    if (::access(dir.c_str(), W_OK) != 0)
+        return path + ": cannot write in " + dir.string() + " (" + std::strerror(errno) + ")";
+    return {};
+}
+
+Status write_file_replacing(const std::string& path, std::string_view text) {
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        if (!out) return make_error(Errc::Io, tmp + ": cannot open for writing");
+        out.write(text.data(), static_cast<std::streamsize>(text.size()));
+        out.flush();
+        if (!out) {
+            std::remove(tmp.c_str());
+            return make_error(Errc::Io, tmp + ": write failed (disk full?)");
+        }
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const std::string why = std::strerror(errno);
+        std::remove(tmp.c_str());
+        return make_error(Errc::Io, path + ": cannot rename into place (" + why + ")");
+    }
+    return {};
 }
 
 }  // namespace attnrag::cli

@@ -1,4 +1,5 @@
-// Helpers shared by CLI subcommands: model loading, peak memory, JSON string escaping.
+// Helpers shared by CLI subcommands: model loading, peak memory, JSON string escaping, output
+// files.
 #pragma once
 
 #include <string>
@@ -17,5 +18,14 @@ double peak_rss_mib();
 
 // A JSON string literal (quotes included) for UTF-8 text.
 std::string json_string(std::string_view s);
+
+// Whether `path` can be written later: not a directory, in a directory that exists and is
+// writable. Checked before a long run so that it does not fail at the end; empty when fine,
+// else the reason.
+std::string output_path_problem(const std::string& path);
+
+// Writes `text` to `path` through a temporary file renamed into place, so a failed write (full
+// disk) leaves any earlier file whole.
+Status write_file_replacing(const std::string& path, std::string_view text);
 
 }  // namespace attnrag::cli

@@ -200,9 +200,21 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
                              " --lengths 3k --depths 60,100 --limit-needles 1 --chunk-tokens 512 " +
                              model_args();
     const fs::path svg = dir / "grid.svg";
-    auto r = run_cli(grid + " --plot " + svg.string());
+    const fs::path cells = dir / "cells.jsonl";
+    std::ofstream(cells) << "{\"earlier\": true}\n";
+    auto r = run_cli(grid + " --plot " + svg.string() + " --cells " + cells.string());
     REQUIRE(r.code == 0);
     auto j = nlohmann::json::parse(r.out);
+    {
+        // --cells appended each cell as it was measured, after what the file held.
+        std::ifstream in(cells);
+        std::vector<nlohmann::json> lines;
+        for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+        REQUIRE(lines.size() == 3);
+        CHECK(lines[0]["earlier"] == true);
+        CHECK(lines[1] == j["cells"][0]);
+        CHECK(lines[2] == j["cells"][1]);
+    }
     CHECK(j["n"] == 2);
     CHECK(j.contains("accuracy"));
     CHECK(j["settings"]["chunk_tokens"] == 512);
@@ -249,6 +261,16 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
         CHECK(unwritable.out.find("cells") == std::string::npos);  // nothing was read
     }
     CHECK_FALSE(fs::exists(svg.string() + ".tmp"));
+    auto no_dir = run_cli(grid + " --cells " + (dir / "no_such_dir" / "c.jsonl").string(), true);
+    CHECK(no_dir.code == 1);
+    CHECK(no_dir.out.find("--cells") != std::string::npos);
+    // A full disk while appending cells: a warning, and the run still prints its results.
+    if (fs::exists("/dev/full")) {
+        auto full = run_cli(grid + " --depths 100 --cells /dev/full", true);
+        CHECK(full.code == 0);
+        CHECK(full.out.find("--cells /dev/full: write failed") != std::string::npos);
+        CHECK(full.out.find("\"accuracy\"") != std::string::npos);
+    }
 
     // Other answer contexts from the same readings: the main one again reproduces each cell.
     auto cmp = nlohmann::json::parse(run_cli(grid + " --no-resume --answer-context 96 --compare-answer-context 96,48").out);

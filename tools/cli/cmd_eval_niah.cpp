@@ -71,6 +71,30 @@ std::pair<int, int> variant_hits(const std::vector<Cell>& cells, size_t k) {
     return {hits, n};
 }
 
+nlohmann::json cell_json(const Cell& c, bool with_variants) {
+    nlohmann::json j = {{"length", c.length},
+                        {"depth", c.depth},
+                        {"needle", c.needle_id},
+                        {"hit", c.hit},
+                        {"skipped", c.skipped},
+                        {"seconds", c.seconds},
+                        {"tokens_read", c.tokens_read},
+                        {"tokens_resumed", c.tokens_resumed},
+                        {"chunks", c.n_chunks},
+                        {"cache_tokens", c.cache_tokens},
+                        {"needle_kept", c.needle_kept},
+                        {"needle_rank", c.needle_rank},
+                        {"needle_cached_chunk", c.needle_cached_chunk},
+                        {"needle_dropped_chunk", c.needle_dropped_chunk},
+                        {"prediction", c.prediction}};
+    if (with_variants) {
+        auto& vs = j["compare"] = nlohmann::json::array();
+        for (const auto& v : c.variants)
+            vs.push_back({{"answer_context", v.answer_context}, {"hit", v.hit}, {"prediction", v.prediction}});
+    }
+    return j;
+}
+
 // "4k" -> 4000, "1m" -> 1000000, "2500" -> 2500 (decimal multipliers, as NIH tables write them).
 std::optional<int64_t> parse_length(std::string s) {
     if (s.empty()) return std::nullopt;
@@ -357,6 +381,9 @@ int eval_niah(int argc, char** argv) {
         {"max-answer-tokens", true, "answer length limit (default 32)"},
         {"json", false, "print one JSON object"},
         {"plot", true, "write an SVG heatmap (lengths x depths) to this file"},
+        {"cells", true,
+         "append each cell to this JSONL file as soon as it is measured (the --json cell "
+         "objects), so a long run that stops keeps what it measured"},
         {"verbose", false, "print every cell's answer"},
         {"compare-answer-context", true,
          "also answer each cell from the same reading with these answer contexts, e.g. 64,128 "
@@ -420,6 +447,13 @@ int eval_niah(int argc, char** argv) {
         // Before the run, not after hours of it.
         if (auto problem = output_path_problem(*plot_path); !problem.empty())
             return fail("eval", "--plot " + problem);
+    }
+
+    std::ofstream cells_out;
+    if (auto path = args.get("cells")) {
+        if (auto problem = output_path_problem(*path, true); !problem.empty()) return fail("eval", "--cells " + problem);
+        cells_out.open(*path, std::ios::binary | std::ios::app);  // earlier lines are kept
+        if (!cells_out) return fail("eval", "--cells " + *path + ": cannot open for appending");
     }
 
     auto needles = read_needles(*needles_path);
@@ -568,6 +602,16 @@ int eval_niah(int argc, char** argv) {
                             {budget, pipelines::contains_answer(v->text, n.answers), v->text});
                     }
                 }
+                if (cells_out.is_open()) {
+                    cells_out << cell_json(cell, !compare.empty()).dump() << '\n' << std::flush;
+                    if (!cells_out) {
+                        // The run goes on; its results are still printed at the end.
+                        bar.done();
+                        std::fprintf(stderr, "attnrag eval: --cells %s: write failed (disk full?); no more cells are appended\n",
+                                     args.get("cells")->c_str());
+                        cells_out.close();
+                    }
+                }
                 LengthStats& ls = per_length[li];
                 if (cell.skipped) {
                     ++ls.skipped;
@@ -650,28 +694,7 @@ int eval_niah(int argc, char** argv) {
             }
         }
         j["cells"] = nlohmann::json::array();
-        for (const auto& c : cells) {
-            j["cells"].push_back({{"length", c.length},
-                                  {"depth", c.depth},
-                                  {"needle", c.needle_id},
-                                  {"hit", c.hit},
-                                  {"skipped", c.skipped},
-                                  {"seconds", c.seconds},
-                                  {"tokens_read", c.tokens_read},
-                                  {"tokens_resumed", c.tokens_resumed},
-                                  {"chunks", c.n_chunks},
-                                  {"cache_tokens", c.cache_tokens},
-                                  {"needle_kept", c.needle_kept},
-                                  {"needle_rank", c.needle_rank},
-                                  {"needle_cached_chunk", c.needle_cached_chunk},
-                                  {"needle_dropped_chunk", c.needle_dropped_chunk},
-                                  {"prediction", c.prediction}});
-            if (!compare.empty()) {
-                auto& vs = j["cells"].back()["compare"] = nlohmann::json::array();
-                for (const auto& v : c.variants)
-                    vs.push_back({{"answer_context", v.answer_context}, {"hit", v.hit}, {"prediction", v.prediction}});
-            }
-        }
+        for (const auto& c : cells) j["cells"].push_back(cell_json(c, !compare.empty()));
         if (!compare.empty()) {
             j["answer_context"] = opt.answer_context_tokens;
             j["compare"] = nlohmann::json::array();

@@ -55,10 +55,14 @@ std::string json_string(std::string_view s) {
     return out + "\"";
 }
 
-std::string output_path_problem(const std::string& path) {
+std::string output_path_problem(const std::string& path, bool appends) {
     namespace fs = std::filesystem;
     std::error_code ec;
     if (fs::is_directory(path, ec)) return path + ": is a directory";
+    if (appends && fs::exists(path, ec)) {
+        if (::access(path.c_str(), W_OK) != 0) return path + ": cannot write (" + std::strerror(errno) + ")";
+        return {};
+    }
     fs::path dir = fs::path(path).parent_path();
     if (dir.empty()) dir = ".";
     if (!fs::is_directory(dir, ec)) return path + ": no such directory " + dir.string();

@@ -68,6 +68,11 @@ std::vector<KeptSentence> best_sentences(std::span<const KeptSentence> kept, int
     return out;
 }
 
+bool same_sentences(std::span<const KeptSentence> a, std::span<const KeptSentence> b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                      [](const KeptSentence& x, const KeptSentence& y) { return x.begin == y.begin && x.end == y.end; });
+}
+
 // FNV-1a over the byte ranges and token ids of the sentences read into chunks: what a checkpoint
 // is compared with on resume.
 constexpr uint64_t kDigestSeed = 14695981039346656037ull;
@@ -129,6 +134,7 @@ struct InfiniRetri::Impl {
         int32_t cache_limit = 0;
         std::vector<float> w2;  // squared question weight per query row (frozen after chunk 1)
         std::vector<KeptSentence> cache;
+        std::string question;
         InfiniRetriAnswer out;
     };
 
@@ -148,6 +154,10 @@ struct InfiniRetri::Impl {
             return make_error(Errc::InvalidArgument, "infiniretri: cache_tokens must be >= 0");
         if (o.answer_context_tokens < 0)
             return make_error(Errc::InvalidArgument, "infiniretri: answer_context_tokens must be >= 0");
+        for (int32_t budget : o.answer_alternatives) {
+            if (budget < 0)
+                return make_error(Errc::InvalidArgument, "infiniretri: answer_alternatives must be >= 0");
+        }
         if (o.answer_context_tokens > 0 && o.neutral_question.empty())
             return make_error(Errc::InvalidArgument, "infiniretri: empty neutral_question");
         if (o.max_answer_tokens < 1) {
@@ -401,8 +411,8 @@ struct InfiniRetri::Impl {
         return {};
     }
 
-    Result<InfiniRetriAnswer> final_answer(Run& run, std::span<const KeptSentence> context,
-                                           Clock::time_point t0) {
+    // Generates an answer from `context` in a fresh window; `stream` passes options.on_text on.
+    Result<GenerateResult> generate_answer(Run& run, std::span<const KeptSentence> context, bool stream) {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<TokenId> tokens = run.prompt.prefix;
         for (const auto& s : context) append_ids(tokens, s.ids);
@@ -410,12 +420,19 @@ struct InfiniRetri::Impl {
         GenerateParams gp;
         gp.max_tokens = o.max_answer_tokens;
         gp.sampler = o.sampler;
-        gp.on_text = o.on_text;
+        if (stream) gp.on_text = o.on_text;
         ctx.clear();
         auto gen = generate(ctx, tokens, gp);
         if (!gen) return gen.error();
         if (gen->stop_reason == StopReason::Cancelled)
             return make_error(Errc::Cancelled, "infiniretri: cancelled");
+        return gen;
+    }
+
+    Result<InfiniRetriAnswer> final_answer(Run& run, std::span<const KeptSentence> context,
+                                           Clock::time_point t0) {
+        auto gen = generate_answer(run, context, true);
+        if (!gen) return gen.error();
         InfiniRetriAnswer& out = run.out;
         out.n_context_tokens = n_tokens_of(context);
         out.text = gen->text;
@@ -423,6 +440,60 @@ struct InfiniRetri::Impl {
         out.n_answer_tokens = size_i32(gen->tokens.size());
         out.prefill_ms = gen->prefill_ms;
         out.decode_ms = gen->decode_ms;
+        out.total_ms = ms_since(t0);
+        return std::move(out);
+    }
+
+    // Answers from ranked kept sentences (`kept`, relevance computed): from the
+    // answer_context_tokens most relevant tokens, and, with answer_alternatives, from each other
+    // budget too, keeping the candidate best grounded in the top-ranked sentence.
+    Result<InfiniRetriAnswer> ranked_answer(Run& run, std::span<const KeptSentence> kept,
+                                            Clock::time_point t0) {
+        const InfiniRetriOptions& o = *run.opt;
+        const int32_t n_cache = n_tokens_of(kept);
+        auto context_for = [&](int32_t budget) {
+            if (budget <= 0 || n_cache <= budget) return std::vector<KeptSentence>(kept.begin(), kept.end());
+            return best_sentences(kept, budget);
+        };
+        if (o.answer_alternatives.empty()) return final_answer(run, context_for(o.answer_context_tokens), t0);
+
+        std::vector<int32_t> budgets = {o.answer_context_tokens};
+        budgets.insert(budgets.end(), o.answer_alternatives.begin(), o.answer_alternatives.end());
+
+        InfiniRetriAnswer& out = run.out;
+        out.prefill_ms = out.decode_ms = 0;
+        std::vector<std::vector<KeptSentence>> contexts;
+        std::vector<GenerateResult> results;
+        for (int32_t budget : budgets) {
+            std::vector<KeptSentence> context = context_for(budget);
+            // Two budgets that pick the same sentences give the same prompt: answer it once.
+            size_t same = 0;
+            while (same < contexts.size() && !same_sentences(contexts[same], context)) ++same;
+            if (same < contexts.size()) {
+                results.push_back(results[same]);
+            } else {
+                auto gen = generate_answer(run, context, false);
+                if (!gen) return gen.error();
+                out.prefill_ms += gen->prefill_ms;
+                out.decode_ms += gen->decode_ms;
+                results.push_back(std::move(gen).value());
+            }
+            out.candidates.push_back({budget, n_tokens_of(context), results.back().text,
+                                      answer_grounding(kept, run.question, results.back().text)});
+            contexts.push_back(std::move(context));
+        }
+        size_t best = 0;
+        for (size_t k = 1; k < out.candidates.size(); ++k) {
+            if (out.candidates[k].grounding > out.candidates[best].grounding) best = k;
+        }
+        const GenerateResult& chosen = results[best];
+        out.chosen = static_cast<int32_t>(best);
+        out.n_context_tokens = out.candidates[best].n_context_tokens;
+        out.text = chosen.text;
+        out.stop_reason = chosen.stop_reason;
+        out.n_answer_tokens = size_i32(chosen.tokens.size());
+        if (o.on_text && !out.text.empty() && !o.on_text(out.text))
+            return make_error(Errc::Cancelled, "infiniretri: cancelled");
         out.total_ms = ms_since(t0);
         return std::move(out);
     }
@@ -484,6 +555,7 @@ struct InfiniRetri::Impl {
         const Tokenizer& tok = model->tokenizer();
         Run run;
         run.opt = &o;
+        run.question = std::string(question);
         auto prompt = build_infiniretri_prompt(tok, o.instruction, question);
         if (!prompt) return prompt.error();
         run.prompt = std::move(prompt).value();
@@ -573,10 +645,8 @@ struct InfiniRetri::Impl {
         // Ranked even when the whole cache fits, so that answer_again() can pick a smaller
         // context and callers can show the ranking.
         ATTNRAG_TRY(rank_kept(run));
-        if (run.out.n_cache_tokens <= o.answer_context_tokens)
-            return final_answer(run, run.out.kept, t0);
-        const std::vector<KeptSentence> best = best_sentences(run.out.kept, o.answer_context_tokens);
-        return final_answer(run, best, t0);
+        const std::vector<KeptSentence> kept = run.out.kept;
+        return ranked_answer(run, kept, t0);
     }
 
     Result<InfiniRetriAnswer> answer_again(const InfiniRetriAnswer& read, std::string_view question,
@@ -590,18 +660,21 @@ struct InfiniRetri::Impl {
         auto prompt = build_infiniretri_prompt(model->tokenizer(), o.instruction, question);
         if (!prompt) return prompt.error();
         run.prompt = std::move(prompt).value();
+        run.question = std::string(question);
         run.out = read;
-        if (o.answer_context_tokens <= 0 || read.n_cache_tokens <= o.answer_context_tokens)
-            return final_answer(run, read.kept, t0);
+        run.out.candidates.clear();
+        run.out.chosen = 0;
+        if (o.answer_context_tokens <= 0) return final_answer(run, read.kept, t0);
         const bool ranked = std::any_of(read.kept.begin(), read.kept.end(),
                                         [](const KeptSentence& s) { return s.relevance > 0; });
         if (!ranked) {
+            if (read.n_cache_tokens <= o.answer_context_tokens && o.answer_alternatives.empty())
+                return final_answer(run, read.kept, t0);
             return make_error(Errc::InvalidArgument,
                               "infiniretri: answer_again: the kept sentences were not ranked (read "
                               "with answer_context_tokens = 0); read with answer_context_tokens > 0");
         }
-        const std::vector<KeptSentence> best = best_sentences(read.kept, o.answer_context_tokens);
-        return final_answer(run, best, t0);
+        return ranked_answer(run, read.kept, t0);
     }
 
     Result<InfiniRetriAnswer> answer_full(SentenceSource& source, std::string_view question,

@@ -2,6 +2,7 @@
 // pipeline on the real SmolLM2 (cache cap, a needle found in a haystack, a document larger than
 // the window read with bounded memory).
 #include <algorithm>
+#include <cmath>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <limits>
@@ -352,9 +353,11 @@ TEST_CASE("a needle in a small haystack is found with the real model", "[smollm2
     REQUIRE(ir.ok());
     auto src = SentenceSource::from_text(text);
     std::string streamed;
+    int pieces = 0;
     InfiniRetriOptions o;
     o.on_text = [&](std::string_view t) {
         streamed += t;
+        ++pieces;
         return true;
     };
     auto a = ir->answer(src, n.question, o);
@@ -363,6 +366,22 @@ TEST_CASE("a needle in a small haystack is found with the real model", "[smollm2
     CHECK(a->n_chunks >= 3);
     CHECK(streamed == a->text);
     CHECK(contains_answer(a->text, n.answers));
+    // The defaults answer from three contexts (64, then 128 and 256 tokens) and keep the answer
+    // best grounded in the top-ranked sentence, the first of equals; it is passed on whole.
+    CHECK(pieces == 1);
+    REQUIRE(a->candidates.size() == 1 + o.answer_alternatives.size());
+    CHECK(a->candidates[0].context_budget == o.answer_context_tokens);
+    const auto chosen = static_cast<size_t>(a->chosen);
+    REQUIRE(chosen < a->candidates.size());
+    CHECK(a->text == a->candidates[chosen].text);
+    CHECK(a->n_context_tokens == a->candidates[chosen].n_context_tokens);
+    for (size_t k = 0; k < a->candidates.size(); ++k) {
+        const AnswerCandidate& c = a->candidates[k];
+        CHECK(c.grounding == answer_grounding(a->kept, n.question, c.text));
+        CHECK(c.n_context_tokens <= std::max(c.context_budget, a->candidates[0].n_context_tokens));
+        if (k < chosen) CHECK(c.grounding < a->candidates[chosen].grounding);
+        if (k > chosen) CHECK(c.grounding <= a->candidates[chosen].grounding);
+    }
     const bool needle_kept =
         std::any_of(a->kept.begin(), a->kept.end(), [&](const KeptSentence& k) {
             return k.text == n.needle && text.substr(k.begin, k.end - k.begin) == n.needle;
@@ -378,10 +397,12 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
     REQUIRE(ir.ok());
     InfiniRetriOptions o;
     o.answer_context_tokens = 96;
+    o.answer_alternatives = {};  // one answer per context here; the choice among several below
     auto src = SentenceSource::from_text(text);
     auto a = ir->answer(src, n.question, o);
     REQUIRE(a.ok());
     INFO("answer: " << a->text);
+    CHECK(a->candidates.empty());
     REQUIRE(a->n_cache_tokens > o.answer_context_tokens);
     CHECK(a->n_context_tokens <= o.answer_context_tokens);
     CHECK(a->n_context_tokens > 0);
@@ -441,14 +462,74 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
     REQUIRE(narrowed.ok());
     CHECK(narrowed->text == a->text);
 
+    // Several contexts: each distinct one is answered once (the same budget twice reuses the
+    // answer), 0 reads the whole cache, and the answers equal those of one context at a time.
+    o.answer_context_tokens = 48;
+    o.answer_alternatives = {0, 48};
+    auto several = ir->answer_again(*a, n.question, o);
+    REQUIRE(several.ok());
+    REQUIRE(several->candidates.size() == 3);
+    CHECK(several->candidates[0].text == fewer->text);
+    CHECK(several->candidates[1].text == all->text);
+    CHECK(several->candidates[1].n_context_tokens == a->n_cache_tokens);
+    CHECK(several->candidates[2].text == fewer->text);
+    CHECK(several->candidates[2].grounding == several->candidates[0].grounding);
+    CHECK(several->chosen != 2);  // ties go to the earlier context
+    CHECK(several->text == several->candidates[static_cast<size_t>(several->chosen)].text);
+    auto repeated = ir->answer_again(*several, n.question, o);
+    REQUIRE(repeated.ok());
+    CHECK(repeated->text == several->text);
+    CHECK(repeated->candidates.size() == 3);
+    // Cancelling when the chosen answer is passed on.
+    o.on_text = [](std::string_view) { return false; };
+    auto cancelled = ir->answer_again(*a, n.question, o);
+    REQUIRE_FALSE(cancelled.ok());
+    CHECK(cancelled.error().code == Errc::Cancelled);
+    o.on_text = {};
+    // Alternatives choose by the ranking: not from an unranked reading.
+    auto unranked_several = ir->answer_again(*w, n.question, o);
+    REQUIRE_FALSE(unranked_several.ok());
+    CHECK(unranked_several.error().code == Errc::InvalidArgument);
+
     // Bad settings are errors before any reading.
     for (auto bad : {InfiniRetriOptions{.answer_context_tokens = -1},
-                     InfiniRetriOptions{.answer_context_tokens = 64, .neutral_question = ""}}) {
+                     InfiniRetriOptions{.answer_context_tokens = 64, .neutral_question = ""},
+                     InfiniRetriOptions{.answer_alternatives = {128, -1}}}) {
         auto again = SentenceSource::from_text(text);
         auto r = ir->answer(again, n.question, bad);
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == Errc::InvalidArgument);
     }
+}
+
+TEST_CASE("answer grounding weighs the top sentence's new words by their rarity", "[infiniretri]") {
+    auto kept_sentence = [](std::string text, float relevance) {
+        KeptSentence k;
+        k.text = std::move(text);
+        k.relevance = relevance;
+        return k;
+    };
+    const std::vector<KeptSentence> kept = {
+        kept_sentence("The cat sat on the old mat.", 1.0f),
+        kept_sentence("The secret code for the old lighthouse door is 7319.", 5.0f),
+        kept_sentence("The café in Ljubljana is the dog's favourite.", 2.0f),
+    };
+    const std::string question = "What is the secret code for the lighthouse door?";
+    // New words of the top sentence: "old" (in 2 of 3 kept sentences) and "7319" (in 1).
+    const double idf_old = std::log(4.0 / 2.5), idf_code = std::log(4.0 / 1.5);
+    CHECK(answer_grounding(kept, question, "The code is 7319.") == Approx(idf_code));
+    CHECK(answer_grounding(kept, question, "OLD DOOR, 7319") == Approx(idf_old + idf_code));
+    CHECK(answer_grounding(kept, question, "The answer is: the secret code for the lighthouse door.") == 0.0f);
+    CHECK(answer_grounding(kept, question, "73190") == 0.0f);  // whole words only
+    CHECK(answer_grounding(kept, question, "") == 0.0f);
+    CHECK(answer_grounding({}, question, "7319") == 0.0f);
+    // The top sentence is the most relevant one, whatever its position; non-ASCII bytes are
+    // word characters.
+    std::vector<KeptSentence> cafe = kept;
+    cafe[2].relevance = 9.0f;
+    CHECK(answer_grounding(cafe, "Where is the café?", "In Ljubljana's café.") ==
+          Approx(std::log(4.0 / 1.5) * 3));  // "in", "ljubljana", "s" (of "'s"); "café" is asked
+    CHECK(answer_grounding(cafe, "Where is the café?", "7319") == 0.0f);
 }
 
 TEST_CASE("a file larger than the window streams with a bounded cache", "[smollm2][infiniretri]") {

@@ -72,6 +72,18 @@ TEST_CASE("ask --file finds a needle in a document and shows where it read it", 
         needle_kept = needle_kept || k["text"] == n.needle;
     }
     CHECK(needle_kept);
+    // The answers it chose among (--answer-alternatives, default 128,256 after the 64-token
+    // context): exactly one chosen, and it is the answer.
+    REQUIRE(a["candidates"].size() == 3);
+    CHECK(a["candidates"][0]["answer_context"] == 64);
+    int chosen = 0;
+    for (const auto& c : a["candidates"]) {
+        if (c["chosen"] == true) {
+            ++chosen;
+            CHECK(c["answer"] == a["answer"]);
+        }
+    }
+    CHECK(chosen == 1);
 
     // Streamed text mode: the answer, then the evidence with the file name and byte ranges; the
     // progress line and the summary go to stderr.
@@ -160,7 +172,8 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     // The reading settings the numbers were measured with (the defaults here).
     CHECK(j["settings"]["chunk_tokens"] == 1024);
     CHECK(j["settings"]["score_memory"].get<double>() == Approx(0.5));
-    CHECK(j["settings"]["answer_context_tokens"] == 256);
+    CHECK(j["settings"]["answer_context_tokens"] == 64);
+    CHECK(j["settings"]["answer_alternatives"] == nlohmann::json::array({128, 256}));
     REQUIRE(j["questions"].size() == 2);
     INFO("needle answer: " << j["questions"][0]["prediction"].get<std::string>());
     CHECK(j["questions"][0]["contains"] == true);
@@ -190,6 +203,13 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     CHECK(noanswers.out.find("missing field \"answers\"") != std::string::npos);
     auto none = run_cli("eval longqa " + model_args(), true);
     CHECK(none.code == 2);
+    for (const char* bad : {"128,-1", "lots", ""}) {
+        auto r2 = run_cli("eval longqa --answer-alternatives '" + std::string(bad) + "' " + model_args() + " " +
+                              file.string(),
+                          true);
+        CHECK(r2.code == 2);
+        CHECK(r2.out.find("--answer-alternatives") != std::string::npos);
+    }
 }
 
 TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infiniretri][smollm2]") {

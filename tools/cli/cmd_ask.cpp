@@ -149,6 +149,17 @@ nlohmann::json file_answer_json(const std::string& question, const std::string& 
     for (const auto& s : a.kept) {
         out["kept"].push_back({{"begin", s.begin}, {"end", s.end}, {"score", s.score}, {"relevance", s.relevance}, {"text", s.text}});
     }
+    if (!a.candidates.empty()) {
+        auto& cs = out["candidates"] = nlohmann::json::array();
+        for (size_t k = 0; k < a.candidates.size(); ++k) {
+            const auto& c = a.candidates[k];
+            cs.push_back({{"answer_context", c.context_budget},
+                          {"context_tokens", c.n_context_tokens},
+                          {"answer", c.text},
+                          {"grounding", c.grounding},
+                          {"chosen", static_cast<int32_t>(k) == a.chosen}});
+        }
+    }
     return out;
 }
 

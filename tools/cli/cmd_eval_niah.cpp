@@ -58,6 +58,14 @@ struct Cell {
         std::string prediction;
     };
     std::vector<Variant> variants;
+    // The answers the reading chose among (--answer-alternatives), primary context first.
+    struct Candidate {
+        int32_t answer_context = 0;
+        bool hit = false, chosen = false;
+        float grounding = 0;
+        std::string prediction;
+    };
+    std::vector<Candidate> candidates;
 };
 
 // (hits, n) of the k-th --compare-answer-context value over the cells that were answered.
@@ -87,6 +95,16 @@ nlohmann::json cell_json(const Cell& c, bool with_variants) {
                         {"needle_cached_chunk", c.needle_cached_chunk},
                         {"needle_dropped_chunk", c.needle_dropped_chunk},
                         {"prediction", c.prediction}};
+    if (!c.candidates.empty()) {
+        auto& cs = j["candidates"] = nlohmann::json::array();
+        for (const auto& v : c.candidates) {
+            cs.push_back({{"answer_context", v.answer_context},
+                          {"hit", v.hit},
+                          {"chosen", v.chosen},
+                          {"grounding", v.grounding},
+                          {"prediction", v.prediction}});
+        }
+    }
     if (with_variants) {
         auto& vs = j["compare"] = nlohmann::json::array();
         for (const auto& v : c.variants)
@@ -563,6 +581,11 @@ int eval_niah(int argc, char** argv) {
                 } else {
                     cell.hit = pipelines::contains_answer(a->text, n.answers);
                     cell.prediction = a->text;
+                    for (size_t k = 0; k < a->candidates.size(); ++k) {
+                        const auto& c = a->candidates[k];
+                        cell.candidates.push_back({c.context_budget, pipelines::contains_answer(c.text, n.answers),
+                                                   static_cast<int32_t>(k) == a->chosen, c.grounding, c.text});
+                    }
                     cell.tokens_read = a->n_tokens_read;
                     cell.tokens_resumed = a->n_tokens_resumed;
                     for (auto& c : made) {
@@ -592,6 +615,7 @@ int eval_niah(int argc, char** argv) {
                     for (const int32_t budget : compare) {
                         pipelines::InfiniRetriOptions ov = opt;
                         ov.answer_context_tokens = budget;
+                        ov.answer_alternatives.clear();  // what this one context answers
                         auto v = ir->answer_again(*a, n.question, ov);
                         if (!v) {
                             bar.done();

@@ -33,6 +33,15 @@ std::string grouped(long long v) {
     return out;
 }
 
+std::string join_ints(const std::vector<int32_t>& v) {
+    std::string out;
+    for (int32_t x : v) {
+        if (!out.empty()) out += ',';
+        out += std::to_string(x);
+    }
+    return out.empty() ? "none" : out;
+}
+
 std::string shortest(double v) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%g", v);
@@ -76,6 +85,10 @@ std::vector<OptionSpec> infiniretri_option_specs() {
         {"answer-context", true,
          "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "
          "(default " + std::to_string(d.answer_context_tokens) + "; 0: all of them)"},
+        {"answer-alternatives", true,
+         "InfiniRetri: also answer from these answer contexts (token counts, 0: all) and keep the answer best "
+         "grounded in the most relevant kept sentence (default " + join_ints(d.answer_alternatives) +
+             "; none: one answer, streamed as it is generated)"},
         {"layers", true, "InfiniRetri: layers whose attention is read, e.g. 29 or 12-15 (default: the middle layer)"},
         {"heads", true,
          "InfiniRetri: read only these (layer, head) pairs, summed: top:N (the N best stored retrieval heads, "
@@ -107,6 +120,15 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
         error = "--score-memory must be in [0, 1)";
         return false;
     }
+    if (auto list = args.get("answer-alternatives")) {
+        std::vector<int32_t> budgets;
+        if (*list != "none" && (!parse_int_list(*list, budgets) ||
+                                std::any_of(budgets.begin(), budgets.end(), [](int32_t b) { return b < 0; }))) {
+            error = "--answer-alternatives: a list of token counts >= 0 (e.g. 128,256) or none";
+            return false;
+        }
+        o.answer_alternatives = std::move(budgets);
+    }
     o.score_memory = static_cast<float>(memory);
     o.answer_context_tokens = static_cast<int32_t>(answer_context);
     o.chunk_tokens = static_cast<int32_t>(chunk);
@@ -124,7 +146,8 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
 nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& o) {
     return {{"chunk_tokens", o.chunk_tokens},   {"top_k", o.top_k},
             {"phrase_tokens", o.phrase_tokens}, {"score_memory", o.score_memory},
-            {"cache_tokens", o.cache_tokens},   {"answer_context_tokens", o.answer_context_tokens}};
+            {"cache_tokens", o.cache_tokens},   {"answer_context_tokens", o.answer_context_tokens},
+            {"answer_alternatives", o.answer_alternatives}};
 }
 
 Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::InfiniRetriOptions& options) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -138,8 +139,19 @@ struct InfiniRetriOptions {
     // whatever they ask: by raw score the needle ranks 1st-8th among ~30 kept sentences at 4K
     // tokens, by relevance 1st in all 25 cells of docs/niah/README.md. A small model answers far
     // better from a short context: 24/25 needles found at 4K with 128 or 256, 21/25 with the
-    // whole cache (~900 tokens).
-    int32_t answer_context_tokens = 256;
+    // whole cache (~900 tokens). Over the 220 cells of the 4K-128K needle grids, 64 tokens found
+    // 206, 128 found 200 and 256 found 196 (docs/niah/README.md, "Answer context").
+    int32_t answer_context_tokens = 64;
+    // More answer contexts (token budgets as above, 0 = the whole cache) tried after
+    // answer_context_tokens: one answer is generated from each distinct context and the one
+    // best grounded in the top-ranked kept sentence wins (InfiniRetriAnswer::candidates): the
+    // most inverse-document-frequency weight of that sentence's words that the question does not
+    // already contain; ties go to the earlier context. A 135M model's answer changes with the
+    // context around the needle in ways no single budget avoids; choosing among 64/128/256
+    // found 218 of the 220 cells above (both misses wrong in all three). Used only when
+    // answer_context_tokens > 0 (the ranking picks the top sentence); empty = one answer. With
+    // more than one candidate, on_text receives the chosen answer whole once all are generated.
+    std::vector<int32_t> answer_alternatives = {128, 256};
     std::string neutral_question = "What does the text say?";
     int32_t max_answer_tokens = 64;
     // answer_full only: a document longer than the window is cut to the whole sentences from its
@@ -192,6 +204,14 @@ struct InfiniRetriCheckpoint {
     std::vector<KeptSentence> cache = {};      // the kept sentences, in document order
 };
 
+// One answer generated from one answer context (InfiniRetriOptions::answer_alternatives).
+struct AnswerCandidate {
+    int32_t context_budget = 0;    // the budget asked for (0 = the whole cache)
+    int32_t n_context_tokens = 0;  // tokens of kept sentences it read
+    std::string text = {};
+    float grounding = 0;  // weight of the top sentence's new words the answer contains
+};
+
 struct InfiniRetriAnswer {
     std::string text = {};
     StopReason stop_reason = StopReason::MaxTokens;
@@ -206,12 +226,24 @@ struct InfiniRetriAnswer {
     int32_t cache_limit = 0;        // the cache cap in effect
     int32_t max_prompt_tokens = 0;  // longest chunk-pass prompt
     int32_t n_answer_tokens = 0;
+    // Every answer generated, primary context first, when there was more than one context to
+    // choose from (InfiniRetriOptions::answer_alternatives); `chosen` indexes the one in `text`.
+    std::vector<AnswerCandidate> candidates = {};
+    int32_t chosen = 0;
     bool truncated = false;  // answer_full with truncate_full: the document was cut to the window
     double read_ms = 0;     // reading, tokenizing and all chunk passes
-    double prefill_ms = 0;  // final answer prompt
+    double prefill_ms = 0;  // final answer prompt (summed over the candidates)
     double decode_ms = 0;
     double total_ms = 0;
 };
+
+// How well `answer` is grounded in the most relevant of `kept` (the first with the highest
+// KeptSentence::relevance): the summed weight of that sentence's words that the question does not
+// contain and the answer does, each word weighted by its inverse document frequency over the kept
+// sentences, log((n + 1) / (df + 0.5)), so words found in most of them ("the", "is") count little.
+// Words are runs of ASCII letters and digits (lower-cased) and non-ASCII bytes. 0 when `kept` is
+// empty or nothing of the sentence's new words is in the answer.
+float answer_grounding(std::span<const KeptSentence> kept, std::string_view question, std::string_view answer);
 
 // The prompt pieces (ChatML user turn, generation prompt): prefix + context + question.
 struct InfiniRetriPrompt {
@@ -239,7 +271,8 @@ class InfiniRetri {
 
     // Answers `question` again from the sentences an earlier answer() kept (`read.kept`), without
     // reading the document again: with options' instruction, answer_context_tokens,
-    // max_answer_tokens, sampler and on_text (the reading settings are not used). The question
+    // answer_alternatives, max_answer_tokens, sampler and on_text (the reading settings are not
+    // used). The question
     // should be the one `read` was read for: the kept sentences are those its attention chose. A
     // smaller answer context picks from the relevance ranking answer() computed, so `read` must
     // come from a reading with answer_context_tokens > 0: otherwise InvalidArgument. The reading

@@ -470,7 +470,8 @@ struct InfiniRetri::Impl {
             size_t same = 0;
             while (same < contexts.size() && !same_sentences(contexts[same], context)) ++same;
             if (same < contexts.size()) {
-                results.push_back(results[same]);
+                GenerateResult copy = results[same];
+                results.push_back(std::move(copy));
             } else {
                 auto gen = generate_answer(run, context, false);
                 if (!gen) return gen.error();
@@ -645,8 +646,7 @@ struct InfiniRetri::Impl {
         // Ranked even when the whole cache fits, so that answer_again() can pick a smaller
         // context and callers can show the ranking.
         ATTNRAG_TRY(rank_kept(run));
-        const std::vector<KeptSentence> kept = run.out.kept;
-        return ranked_answer(run, kept, t0);
+        return ranked_answer(run, run.out.kept, t0);  // reads `kept`, sets the answer fields
     }
 
     Result<InfiniRetriAnswer> answer_again(const InfiniRetriAnswer& read, std::string_view question,

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attnrag/pipelines/infiniretri.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -308,4 +309,59 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
                             true);
     CHECK(full_cmp.code == 2);
     CHECK(full_cmp.out.find("needs --mode infiniretri") != std::string::npos);
+}
+
+TEST_CASE("eval niah puts the needle between sentences and saves the haystacks", "[cli][infiniretri][smollm2]") {
+    // Footnote marks: ICU ends a sentence at "rivers.[" and starts the next one at "3] ...", with
+    // no space between them. A needle must never go into such a boundary (it would run into the
+    // next sentence and be read as part of it); only every fourth boundary here is spaced.
+    const fs::path dir = attnrag::test::make_temp_dir("niah_boundaries");
+    fs::create_directories(dir / "hay");
+    {
+        std::ofstream out(dir / "hay" / "notes.txt", std::ios::binary);
+        for (int k = 1; k <= 80; ++k) {
+            out << "Sentence " << k << " is about the rivers of the north and their old mills.";
+            if (k % 4 != 0) out << "[" << k << "]";
+            out << ' ';
+        }
+    }
+    const std::string needles = (attnrag::test::shared_data_dir() / "eval" / "niah_needles.jsonl").string();
+    auto r = run_cli("eval niah --json --haystack " + (dir / "hay").string() + " --needles " + needles +
+                     " --lengths 600 --depths 0,10,20,30,40,50,60,70,80,90,100 --limit-needles 1"
+                     " --answer-alternatives none --max-answer-tokens 2 --save-haystacks " +
+                     (dir / "saved").string() + " " + model_args());
+    REQUIRE(r.code == 0);
+    const Needle n = first_needle();
+    int saved = 0;
+    for (int depth = 0; depth <= 100; depth += 10) {
+        const fs::path file = dir / "saved" / ("600_d" + std::to_string(depth) + "_sf-sandwich.txt");
+        INFO(file.string());
+        REQUIRE(fs::exists(file));
+        ++saved;
+        std::ifstream in(file, std::ios::binary);
+        const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const size_t at = text.find(n.needle);
+        REQUIRE(at != std::string::npos);
+        const size_t after = at + n.needle.size();
+        CHECK((after == text.size() || std::isspace(static_cast<unsigned char>(text[after])) != 0));
+        // The sentence splitter reads the needle as a sentence of its own.
+        auto src = attnrag::pipelines::SentenceSource::from_text(text);
+        bool alone = false;
+        for (;;) {
+            auto s = src.next();
+            REQUIRE(s);
+            if (!*s) break;
+            alone = alone || (*s)->text == n.needle;
+        }
+        CHECK(alone);
+    }
+    CHECK(saved == 11);
+    // The folder is created; one that cannot be is an error before anything is read.
+    std::ofstream(dir / "a_file") << "x";
+    auto bad = run_cli("eval niah --haystack " + (dir / "hay").string() + " --needles " + needles +
+                           " --lengths 600 --save-haystacks " + (dir / "a_file").string() + " " + model_args(),
+                       true);
+    CHECK(bad.code == 1);
+    CHECK(bad.out.find("--save-haystacks") != std::string::npos);
+    CHECK(bad.out.find("cell") == std::string::npos);
 }

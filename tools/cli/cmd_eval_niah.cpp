@@ -266,10 +266,18 @@ struct NeedleText {
 };
 NeedleText with_needle(const Haystack::Cut& c, int32_t depth, const std::string& needle) {
     const double target = static_cast<double>(c.before.back()) * depth / 100.0;
+    // Only boundaries with white space after them: where a sentence starts right after the one
+    // before it (ICU ends "working.[" before "5] Several..."), a needle put there would run into
+    // the next sentence and be read as part of it.
+    const auto spaced = [&](size_t k) {
+        if (k == 0 || k == c.end_bytes.size()) return true;
+        const auto at = static_cast<size_t>(c.end_bytes[k - 1]);
+        return at >= c.text.size() || std::isspace(static_cast<unsigned char>(c.text[at])) != 0;
+    };
     size_t best = 0;
     for (size_t k = 0; k < c.before.size(); ++k) {
-        if (std::abs(static_cast<double>(c.before[k]) - target) <
-            std::abs(static_cast<double>(c.before[best]) - target)) {
+        if (spaced(k) && std::abs(static_cast<double>(c.before[k]) - target) <
+                             std::abs(static_cast<double>(c.before[best]) - target)) {
             best = k;
         }
     }
@@ -282,6 +290,15 @@ NeedleText with_needle(const Haystack::Cut& c, int32_t depth, const std::string&
     out += needle;
     out.append(c.text, pos, std::string::npos);
     return {std::move(out), pos};
+}
+
+// A needle id as part of a file name: bytes other than ASCII letters, digits, '-' and '_' become '_'.
+std::string file_safe(std::string id) {
+    for (char& c : id) {
+        const auto u = static_cast<unsigned char>(c);
+        if (!(std::isalnum(u) && u < 0x80) && c != '-' && c != '_') c = '_';
+    }
+    return id;
 }
 
 // ---- SVG heatmap ----------------------------------------------------------------------------
@@ -406,6 +423,10 @@ int eval_niah(int argc, char** argv) {
         {"compare-answer-context", true,
          "also answer each cell from the same reading with these answer contexts, e.g. 64,128 "
          "(no re-reading; reported per cell and per value beside the main result)"},
+        {"save-haystacks", true,
+         "write each cell's haystack (needle inserted) to this folder as "
+         "LENGTH_dDEPTH_NEEDLE.txt, to read one again with attnrag ask --file"},
+        {"save-only", false, "with --save-haystacks: write the haystacks and stop (nothing is read)"},
         {"no-resume", false,
          "read every haystack from its start (default: a needle's depths share the reading of "
          "the text before the needle; the results are the same)"},
@@ -467,6 +488,17 @@ int eval_niah(int argc, char** argv) {
             return fail("eval", "--plot " + problem);
     }
 
+    const std::optional<std::string> save_dir = args.get("save-haystacks");
+    if (save_dir) {
+        std::error_code ec;
+        std::filesystem::create_directories(*save_dir, ec);
+        if (ec || !std::filesystem::is_directory(*save_dir))
+            return fail("eval", "--save-haystacks " + *save_dir + ": cannot create the folder");
+    }
+
+    const bool save_only = args.flag("save-only");
+    if (save_only && !save_dir) return fail_usage("eval", "--save-only needs --save-haystacks");
+
     std::ofstream cells_out;
     if (auto path = args.get("cells")) {
         if (auto problem = output_path_problem(*path, true); !problem.empty()) return fail("eval", "--cells " + problem);
@@ -520,6 +552,15 @@ int eval_niah(int argc, char** argv) {
                 cell.depth = (*depths)[di];
                 cell.needle_id = n.id;
                 const NeedleText hay_text = with_needle(cut, cell.depth, n.needle);
+                if (save_dir) {
+                    const std::string file = (std::filesystem::path(*save_dir) /
+                                              (length_label(cell.length) + "_d" + std::to_string(cell.depth) +
+                                               "_" + file_safe(n.id) + ".txt"))
+                                                 .string();
+                    if (auto st = write_file_replacing(file, hay_text.text); !st)
+                        return fail("eval", "--save-haystacks: " + st.error().message);
+                    if (save_only) continue;
+                }
                 auto src = SentenceSource::from_text(hay_text.text, {}, "haystack");
                 const auto t0 = std::chrono::steady_clock::now();
                 const std::string where = length_label(cell.length) + " depth " +
@@ -669,6 +710,10 @@ int eval_niah(int argc, char** argv) {
         }
     }
     bar.done();
+    if (save_only) {
+        std::printf("wrote %zu haystacks to %s\n", n_cells, save_dir->c_str());
+        return 0;
+    }
     const double total_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
     int hits = 0, n = 0;

@@ -326,11 +326,14 @@ TEST_CASE("eval niah puts the needle between sentences and saves the haystacks",
         }
     }
     const std::string needles = (attnrag::test::shared_data_dir() / "eval" / "niah_needles.jsonl").string();
-    auto r = run_cli("eval niah --json --haystack " + (dir / "hay").string() + " --needles " + needles +
-                     " --lengths 600 --depths 0,10,20,30,40,50,60,70,80,90,100 --limit-needles 1"
-                     " --answer-alternatives none --max-answer-tokens 2 --save-haystacks " +
-                     (dir / "saved").string() + " " + model_args());
+    const std::string grid = "eval niah --haystack " + (dir / "hay").string() + " --needles " + needles +
+                             " --lengths 600 --limit-needles 1 --save-haystacks " + (dir / "saved").string() +
+                             " " + model_args();
+    // --save-only writes the haystacks and reads none of them.
+    auto r = run_cli(grid + " --depths 0,10,20,30,40,50,60,70,80,90,100 --save-only");
     REQUIRE(r.code == 0);
+    CHECK(r.out.find("wrote 11 haystacks to") != std::string::npos);
+    CHECK(r.out.find("cell") == std::string::npos);
     const Needle n = first_needle();
     int saved = 0;
     for (int depth = 0; depth <= 100; depth += 10) {
@@ -356,6 +359,16 @@ TEST_CASE("eval niah puts the needle between sentences and saves the haystacks",
         CHECK(alone);
     }
     CHECK(saved == 11);
+    // A run that reads saves its haystacks too (replacing what was there).
+    const fs::path one = dir / "saved" / "600_d40_sf-sandwich.txt";
+    fs::remove(one);
+    auto read = run_cli(grid + " --json --depths 40 --answer-alternatives none --max-answer-tokens 2");
+    REQUIRE(read.code == 0);
+    CHECK(nlohmann::json::parse(read.out)["n"] == 1);
+    CHECK(fs::exists(one));
+    auto no_dir = run_cli("eval niah --haystack " + (dir / "hay").string() + " --needles " + needles + " --save-only", true);
+    CHECK(no_dir.code == 2);
+    CHECK(no_dir.out.find("--save-only needs --save-haystacks") != std::string::npos);
     // The folder is created; one that cannot be is an error before anything is read.
     std::ofstream(dir / "a_file") << "x";
     auto bad = run_cli("eval niah --haystack " + (dir / "hay").string() + " --needles " + needles +

@@ -311,7 +311,7 @@ TEST_CASE("eval niah prints the grid as JSON and an SVG heatmap", "[cli][infinir
     CHECK(full_cmp.out.find("needs --mode infiniretri") != std::string::npos);
 }
 
-TEST_CASE("eval niah puts the needle between sentences and saves the haystacks", "[cli][infiniretri][smollm2]") {
+TEST_CASE("eval niah puts the needle between sentences and saves the haystacks and the cells", "[cli][infiniretri][smollm2]") {
     // Footnote marks: ICU ends a sentence at "rivers.[" and starts the next one at "3] ...", with
     // no space between them. A needle must never go into such a boundary (it would run into the
     // next sentence and be read as part of it); only every fourth boundary here is spaced.
@@ -362,10 +362,54 @@ TEST_CASE("eval niah puts the needle between sentences and saves the haystacks",
     // A run that reads saves its haystacks too (replacing what was there).
     const fs::path one = dir / "saved" / "600_d40_sf-sandwich.txt";
     fs::remove(one);
-    auto read = run_cli(grid + " --json --depths 40 --answer-alternatives none --max-answer-tokens 2");
+    const fs::path cells = dir / "cells.jsonl";
+    auto read = run_cli(grid + " --json --depths 40 --answer-alternatives none --max-answer-tokens 2 --cells " +
+                        cells.string());
     REQUIRE(read.code == 0);
-    CHECK(nlohmann::json::parse(read.out)["n"] == 1);
+    const auto measured = nlohmann::json::parse(read.out);
+    REQUIRE(measured["n"] == 1);
     CHECK(fs::exists(one));
+
+    // --from-cells summarises recorded cells without reading: a later line for the same cell
+    // replaces an earlier one (a grid measured in pieces), blank lines are skipped.
+    const fs::path merged = dir / "merged.jsonl";
+    {
+        nlohmann::json earlier = measured["cells"][0];
+        earlier["hit"] = !earlier["hit"].get<bool>();
+        earlier["prediction"] = "an earlier answer";
+        nlohmann::json other = measured["cells"][0];
+        other["depth"] = 70;
+        other["hit"] = true;
+        std::ofstream out(merged);
+        out << earlier.dump() << "\n\n" << other.dump() << "\n";
+        std::ifstream in(cells);
+        out << in.rdbuf();
+    }
+    const fs::path svg = dir / "merged.svg";
+    auto from = run_cli("eval niah --json --from-cells " + merged.string() + " --plot " + svg.string());
+    REQUIRE(from.code == 0);
+    const auto summary = nlohmann::json::parse(from.out);
+    CHECK(summary["n"] == 2);
+    CHECK(summary["needles"] == 1);
+    CHECK(summary["hits"] == 1 + (measured["cells"][0]["hit"] == true ? 1 : 0));
+    REQUIRE(summary["cells"].size() == 2);
+    CHECK(summary["cells"][0] == measured["cells"][0]);  // in place of the earlier line
+    CHECK(summary["cells"][1]["depth"] == 70);
+    REQUIRE(summary["lengths"].size() == 1);
+    CHECK(summary["lengths"][0]["length"] == 600);
+    std::ifstream plot_in(svg);
+    const std::string plot((std::istreambuf_iterator<char>(plot_in)), std::istreambuf_iterator<char>());
+    CHECK(plot.find("cells of merged.jsonl") != std::string::npos);
+    CHECK(plot.find("600 tokens, depth 70%") != std::string::npos);
+    // A line that is not a cell, or no cells at all: an error naming the file (and the line).
+    std::ofstream(dir / "bad.jsonl") << measured["cells"][0].dump() << "\n{\"earlier\": true}\n";
+    auto bad_line = run_cli("eval niah --from-cells " + (dir / "bad.jsonl").string(), true);
+    CHECK(bad_line.code == 1);
+    CHECK(bad_line.out.find("bad.jsonl: line 2 is not a cell") != std::string::npos);
+    std::ofstream(dir / "empty.jsonl") << "\n";
+    auto empty = run_cli("eval niah --from-cells " + (dir / "empty.jsonl").string(), true);
+    CHECK(empty.code == 1);
+    CHECK(empty.out.find("no cells") != std::string::npos);
     auto no_dir = run_cli("eval niah --haystack " + (dir / "hay").string() + " --needles " + needles + " --save-only", true);
     CHECK(no_dir.code == 2);
     CHECK(no_dir.out.find("--save-only needs --save-haystacks") != std::string::npos);

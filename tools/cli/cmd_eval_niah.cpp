@@ -11,7 +11,9 @@
 #include <numeric>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include "args.h"
 #include "attnrag/pipelines/infiniretri.hpp"
@@ -111,6 +113,42 @@ nlohmann::json cell_json(const Cell& c, bool with_variants) {
             vs.push_back({{"answer_context", v.answer_context}, {"hit", v.hit}, {"prediction", v.prediction}});
     }
     return j;
+}
+
+// A cell written by cell_json() (a --cells line); nullopt when `j` is not one.
+std::optional<Cell> cell_from_json(const nlohmann::json& j) {
+    if (!j.is_object()) return std::nullopt;
+    try {
+        Cell c;
+        c.length = j.at("length").get<int64_t>();
+        c.depth = j.at("depth").get<int32_t>();
+        c.needle_id = j.at("needle").get<std::string>();
+        c.hit = j.at("hit").get<bool>();
+        c.skipped = j.value("skipped", false);
+        c.seconds = j.value("seconds", 0.0);
+        c.tokens_read = j.value("tokens_read", int64_t{0});
+        c.tokens_resumed = j.value("tokens_resumed", int64_t{0});
+        c.n_chunks = j.value("chunks", 0);
+        c.cache_tokens = j.value("cache_tokens", 0);
+        c.needle_kept = j.value("needle_kept", false);
+        c.needle_rank = j.value("needle_rank", 0);
+        c.needle_cached_chunk = j.value("needle_cached_chunk", 0);
+        c.needle_dropped_chunk = j.value("needle_dropped_chunk", 0);
+        c.prediction = j.value("prediction", std::string());
+        for (const auto& v : j.value("candidates", nlohmann::json::array())) {
+            c.candidates.push_back({v.at("answer_context").get<int32_t>(), v.at("hit").get<bool>(),
+                                    v.value("chosen", false), v.value("grounding", 0.0f),
+                                    v.value("prediction", std::string())});
+        }
+        for (const auto& v : j.value("compare", nlohmann::json::array())) {
+            c.variants.push_back({v.at("answer_context").get<int32_t>(), v.at("hit").get<bool>(),
+                                  v.value("prediction", std::string())});
+        }
+        if (c.length <= 0 || c.depth < 0 || c.depth > 100) return std::nullopt;
+        return c;
+    } catch (const nlohmann::json::exception&) {
+        return std::nullopt;
+    }
 }
 
 // "4k" -> 4000, "1m" -> 1000000, "2500" -> 2500 (decimal multipliers, as NIH tables write them).
@@ -403,6 +441,231 @@ std::string heatmap_svg(const std::string& title, const std::vector<int64_t>& le
     return o.str();
 }
 
+// What a grid's summary shows besides its cells.
+struct GridReport {
+    std::string mode;        // infiniretri | full
+    std::string source;      // in the plot title: the model file, or the cells file
+    nlohmann::json info;     // --json keys describing the run (model, needles, settings, ...)
+    std::string heads_read;  // the (layer, head) pairs read, when given
+    std::vector<int64_t> lengths;
+    std::vector<int32_t> depths;
+    std::vector<int32_t> compare;  // --compare-answer-context values
+    int32_t answer_context = 0;    // the main answer context (0: unknown)
+    size_t n_needles = 0;
+    double seconds = 0;            // wall time of the run (0: not measured here)
+};
+
+// Prints the grid (text or --json) and writes the heatmap; the exit status.
+int print_report(const GridReport& r, const std::vector<Cell>& cells,
+                 const std::optional<std::string>& plot_path, bool json) {
+    struct LengthStats {
+        int hits = 0, n = 0, skipped = 0;
+        double seconds = 0;
+        int64_t tokens = 0;  // read by the model (checkpointed ones not counted)
+    };
+    std::vector<LengthStats> per_length(r.lengths.size());
+    std::map<std::pair<size_t, size_t>, std::pair<int, int>> grid;  // (length, depth) -> (hits, n)
+    for (const Cell& cell : cells) {
+        const auto li = static_cast<size_t>(std::find(r.lengths.begin(), r.lengths.end(), cell.length) -
+                                            r.lengths.begin());
+        const auto di = static_cast<size_t>(std::find(r.depths.begin(), r.depths.end(), cell.depth) -
+                                            r.depths.begin());
+        if (li == r.lengths.size() || di == r.depths.size()) continue;
+        LengthStats& ls = per_length[li];
+        if (cell.skipped) {
+            ++ls.skipped;
+            continue;
+        }
+        auto& g = grid[{li, di}];
+        g.first += cell.hit;
+        ++g.second;
+        ls.hits += cell.hit;
+        ++ls.n;
+        ls.seconds += cell.seconds;
+        ls.tokens += cell.tokens_read - cell.tokens_resumed;
+    }
+    const auto& lengths = r.lengths;
+    const auto& depths = r.depths;
+    const auto& compare = r.compare;
+    const auto& mode = r.mode;
+    const double total_s = r.seconds;
+    int hits = 0, n = 0;
+    for (const auto& ls : per_length) {
+        hits += ls.hits;
+        n += ls.n;
+    }
+    const double accuracy = n > 0 ? static_cast<double>(hits) / n : 0.0;
+    const auto n_kept =
+        std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.needle_kept; });
+
+    // A plot that cannot be written is reported after the results are printed: they are not lost.
+    std::string plot_error;
+    if (plot_path) {
+        std::string title = "Needle in a haystack, ";
+        title += mode == "full" ? "full prompt" : "InfiniRetri";
+        title += " (";
+        title += r.source;
+        title += "): ";
+        title += std::to_string(hits);
+        title += "/";
+        title += std::to_string(n);
+        title += " found";
+        if (auto st = write_file_replacing(*plot_path, heatmap_svg(title, lengths, depths, grid)); !st)
+            plot_error = st.error().message;
+    }
+    auto finish = [&]() { return plot_error.empty() ? 0 : fail("eval", "--plot: " + plot_error); };
+
+    if (json) {
+        nlohmann::json j = r.info;
+        j["mode"] = mode;
+        j["accuracy"] = accuracy;
+        j["hits"] = hits;
+        j["n"] = n;
+        j["seconds"] = total_s;
+        if (mode != "full") j["needles_kept"] = n_kept;
+        j["cells"] = nlohmann::json::array();
+        for (const auto& c : cells) j["cells"].push_back(cell_json(c, !compare.empty()));
+        if (!compare.empty()) {
+            j["answer_context"] = r.answer_context;
+            j["compare"] = nlohmann::json::array();
+            for (size_t k = 0; k < compare.size(); ++k) {
+                const auto [v_hits, v_n] = variant_hits(cells, k);
+                j["compare"].push_back({{"answer_context", compare[k]},
+                                        {"hits", v_hits},
+                                        {"n", v_n},
+                                        {"accuracy", v_n > 0 ? static_cast<double>(v_hits) / v_n : 0.0}});
+            }
+        }
+        j["lengths"] = nlohmann::json::array();
+        for (size_t li = 0; li < lengths.size(); ++li) {
+            const auto& ls = per_length[li];
+            j["lengths"].push_back(
+                {{"length", lengths[li]},
+                 {"accuracy", ls.n > 0 ? static_cast<double>(ls.hits) / ls.n : 0.0},
+                 {"n", ls.n},
+                 {"skipped", ls.skipped},
+                 {"seconds", ls.seconds},
+                 {"tokens_per_s",
+                  ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0}});
+        }
+        std::printf("%s\n", j.dump().c_str());
+        std::fflush(stdout);
+        return finish();
+    }
+
+    std::printf("needle in a haystack: mode %s, %zu needles, %zu lengths x %zu depths\n",
+                mode.c_str(), r.n_needles, lengths.size(), depths.size());
+    if (mode != "full" && !r.heads_read.empty())
+        std::printf("attention read from (layer:head) %s\n", r.heads_read.c_str());
+    std::printf("\n");
+    std::printf("%-10s", "length");
+    for (int32_t d : depths) std::printf(" %6d%%", d);
+    std::printf("\n");
+    for (size_t li = 0; li < lengths.size(); ++li) {
+        std::printf("%-10s", length_label(lengths[li]).c_str());
+        for (size_t di = 0; di < depths.size(); ++di) {
+            auto it = grid.find({li, di});
+            if (it == grid.end()) {
+                std::printf(" %7s", "skip");
+            } else {
+                const std::string s =
+                    std::to_string(it->second.first) + "/" + std::to_string(it->second.second);
+                std::printf(" %7s", s.c_str());
+            }
+        }
+        std::printf("\n");
+    }
+    std::printf("\naccuracy %.3f (%d/%d)", accuracy, hits, n);
+    if (mode != "full") std::printf(", needle kept in %ld", static_cast<long>(n_kept));
+    const int n_skipped = static_cast<int>(
+        std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.skipped; }));
+    if (n_skipped > 0) std::printf(", %d skipped (the prompt does not fit the window)", n_skipped);
+    if (total_s > 0) std::printf(", %.1f s", total_s);
+    std::printf("\n");
+    for (size_t li = 0; li < lengths.size(); ++li) {
+        const auto& ls = per_length[li];
+        if (ls.n == 0) {
+            std::printf("  %-8s skipped\n", length_label(lengths[li]).c_str());
+            continue;
+        }
+        std::printf("  %-8s accuracy %.3f  %.1f s  %.0f tokens/s\n",
+                    length_label(lengths[li]).c_str(), static_cast<double>(ls.hits) / ls.n,
+                    ls.seconds, ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0);
+    }
+    for (size_t k = 0; k < compare.size(); ++k) {
+        const auto [v_hits, v_n] = variant_hits(cells, k);
+        const std::string instead = r.answer_context > 0 ? "instead of " + std::to_string(r.answer_context) : "alone";
+        std::printf("  answer context %d %s: accuracy %.3f (%d/%d)\n", compare[k], instead.c_str(),
+                    v_n > 0 ? static_cast<double>(v_hits) / v_n : 0.0, v_hits, v_n);
+    }
+    if (plot_path && plot_error.empty()) std::printf("heatmap: %s\n", plot_path->c_str());
+    std::fflush(stdout);
+    return finish();
+}
+
+// --from-cells: the summary and heatmap of cells recorded by --cells (of one run or of several,
+// concatenated: a later line for the same length, depth and needle replaces an earlier one).
+int report_from_cells(const std::string& path, const std::string& mode,
+                      const std::optional<std::string>& plot_path, bool json) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return fail("eval", "--from-cells " + path + ": cannot open");
+    std::vector<Cell> cells;
+    std::map<std::tuple<int64_t, int32_t, std::string>, size_t> where;  // cell -> index in cells
+    size_t line_no = 0;
+    for (std::string line; std::getline(in, line);) {
+        ++line_no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        auto cell = cell_from_json(j);
+        if (!cell) {
+            return fail("eval", "--from-cells " + path + ": line " + std::to_string(line_no) +
+                                    " is not a cell (a JSON object with length, depth, needle and hit, "
+                                    "as --cells writes them)");
+        }
+        const auto key = std::make_tuple(cell->length, cell->depth, cell->needle_id);
+        if (auto it = where.find(key); it != where.end()) {
+            cells[it->second] = std::move(*cell);
+        } else {
+            where.emplace(key, cells.size());
+            cells.push_back(std::move(*cell));
+        }
+    }
+    if (cells.empty()) return fail("eval", "--from-cells " + path + ": no cells");
+    GridReport r;
+    r.mode = mode;
+    r.source = "cells of " + fs::path(path).filename().string();
+    std::set<std::string> needle_ids;
+    for (const Cell& c : cells) {
+        r.lengths.push_back(c.length);
+        r.depths.push_back(c.depth);
+        needle_ids.insert(c.needle_id);
+        r.seconds += c.seconds;
+    }
+    std::sort(r.lengths.begin(), r.lengths.end());
+    r.lengths.erase(std::unique(r.lengths.begin(), r.lengths.end()), r.lengths.end());
+    std::sort(r.depths.begin(), r.depths.end());
+    r.depths.erase(std::unique(r.depths.begin(), r.depths.end()), r.depths.end());
+    r.n_needles = needle_ids.size();
+    r.info = {{"cells_file", path}, {"needles", r.n_needles}};
+    // The compared answer contexts, when every answered cell compared the same ones.
+    const auto contexts = [](const Cell& c) {
+        std::vector<int32_t> v;
+        for (const auto& x : c.variants) v.push_back(x.answer_context);
+        return v;
+    };
+    std::optional<std::vector<int32_t>> same;
+    for (const Cell& c : cells) {
+        if (c.skipped) continue;
+        if (!same) same = contexts(c);
+        else if (*same != contexts(c)) same = std::vector<int32_t>{};
+    }
+    if (same) r.compare = *same;
+    if (plot_path) {
+        if (auto problem = output_path_problem(*plot_path); !problem.empty()) return fail("eval", "--plot " + problem);
+    }
+    return print_report(r, cells, plot_path, json);
+}
+
 }  // namespace
 
 int eval_niah(int argc, char** argv) {
@@ -423,6 +686,10 @@ int eval_niah(int argc, char** argv) {
         {"compare-answer-context", true,
          "also answer each cell from the same reading with these answer contexts, e.g. 64,128 "
          "(no re-reading; reported per cell and per value beside the main result)"},
+        {"from-cells", true,
+         "read nothing: print the grid (and --plot) of the cells in this --cells file; a later "
+         "line for the same length, depth and needle replaces an earlier one, so the files of "
+         "runs that each measured part of a grid can be concatenated"},
         {"save-haystacks", true,
          "write each cell's haystack (needle inserted) to this folder as "
          "LENGTH_dDEPTH_NEEDLE.txt, to read one again with attnrag ask --file"},
@@ -450,13 +717,15 @@ int eval_niah(int argc, char** argv) {
     opt.max_answer_tokens = static_cast<int32_t>(args.get_int("max-answer-tokens", 32));
     if (!args.ok()) return fail_usage("eval", args.error());
     if (std::string err; !read_infiniretri_options(args, opt, err)) return fail_usage("eval", err);
+    const std::string mode = args.get_or("mode", "infiniretri");
+    if (mode != "infiniretri" && mode != "full")
+        return fail_usage("eval", "--mode must be infiniretri or full");
+    if (auto cells_path = args.get("from-cells"))
+        return report_from_cells(*cells_path, mode, args.get("plot"), args.flag("json"));
     const auto haystack_path = args.get("haystack");
     const auto needles_path = args.get("needles");
     if (!haystack_path || !needles_path)
         return fail_usage("eval", "--haystack and --needles are required");
-    const std::string mode = args.get_or("mode", "infiniretri");
-    if (mode != "infiniretri" && mode != "full")
-        return fail_usage("eval", "--mode must be infiniretri or full");
     std::vector<int64_t> lengths;
     for (const auto& s : split_list(args.get_or("lengths", "4k"))) {
         auto v = parse_length(s);
@@ -519,13 +788,6 @@ int eval_niah(int argc, char** argv) {
     if (!ir) return fail("eval", ir.error().message);
 
     std::vector<Cell> cells;
-    std::map<std::pair<size_t, size_t>, std::pair<int, int>> grid;  // (length, depth) -> (hits, n)
-    struct LengthStats {
-        int hits = 0, n = 0, skipped = 0;
-        double seconds = 0;
-        int64_t tokens = 0;  // read by the model (checkpointed ones not counted)
-    };
-    std::vector<LengthStats> per_length(lengths.size());
     const size_t n_cells = lengths.size() * depths->size() * needles->size();
     Progress bar(true);
     const auto t_all = std::chrono::steady_clock::now();
@@ -677,18 +939,6 @@ int eval_niah(int argc, char** argv) {
                         cells_out.close();
                     }
                 }
-                LengthStats& ls = per_length[li];
-                if (cell.skipped) {
-                    ++ls.skipped;
-                } else {
-                    auto& g = grid[{li, di}];
-                    g.first += cell.hit;
-                    ++g.second;
-                    ls.hits += cell.hit;
-                    ++ls.n;
-                    ls.seconds += cell.seconds;
-                    ls.tokens += cell.tokens_read - cell.tokens_resumed;
-                }
                 if (verbose) {
                     bar.done();
                     std::fprintf(stderr, "%s: %s %s\n", where.c_str(),
@@ -714,133 +964,28 @@ int eval_niah(int argc, char** argv) {
         std::printf("wrote %zu haystacks to %s\n", n_cells, save_dir->c_str());
         return 0;
     }
-    const double total_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
-    int hits = 0, n = 0;
-    for (const auto& ls : per_length) {
-        hits += ls.hits;
-        n += ls.n;
-    }
-    const double accuracy = n > 0 ? static_cast<double>(hits) / n : 0.0;
-    const auto n_kept =
-        std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.needle_kept; });
-
-    // A plot that cannot be written is reported after the results are printed: they are not lost.
-    std::string plot_error;
-    if (plot_path) {
-        std::string title = "Needle in a haystack, ";
-        title += mode == "full" ? "full prompt" : "InfiniRetri";
-        title += " (";
-        title += fs::path(model->path()).filename().string();
-        title += "): ";
-        title += std::to_string(hits);
-        title += "/";
-        title += std::to_string(n);
-        title += " found";
-        if (auto st = write_file_replacing(*plot_path, heatmap_svg(title, lengths, *depths, grid)); !st)
-            plot_error = st.error().message;
-    }
-    auto finish = [&]() { return plot_error.empty() ? 0 : fail("eval", "--plot: " + plot_error); };
-
-    if (json) {
-        nlohmann::json j = {{"mode", mode},
-                            {"accuracy", accuracy},
-                            {"hits", hits},
-                            {"n", n},
-                            {"seconds", total_s},
-                            {"model", model->path()},
-                            {"needles", needles->size()}};
-        if (mode != "full") {
-            j["needles_kept"] = n_kept;
-            j["settings"] = infiniretri_settings_json(opt);
-            // What the chunk passes read: the (layer, head) pairs, else the layers (all heads).
-            if (!opt.layer_heads.empty()) {
-                j["heads"] = pipelines::format_layer_heads(opt.layer_heads);
-            } else {
-                j["layers"] = opt.layers.empty()
-                                  ? std::vector<int32_t>{model->hparams().n_layer / 2}
-                                  : opt.layers;
-            }
+    GridReport report;
+    report.mode = mode;
+    report.source = fs::path(model->path()).filename().string();
+    report.info = {{"model", model->path()}, {"needles", needles->size()}};
+    if (mode != "full") {
+        report.info["settings"] = infiniretri_settings_json(opt);
+        // What the chunk passes read: the (layer, head) pairs, else the layers (all heads).
+        if (!opt.layer_heads.empty()) {
+            report.info["heads"] = pipelines::format_layer_heads(opt.layer_heads);
+            report.heads_read = pipelines::format_layer_heads(opt.layer_heads);
+        } else {
+            report.info["layers"] = opt.layers.empty() ? std::vector<int32_t>{model->hparams().n_layer / 2}
+                                                       : opt.layers;
         }
-        j["cells"] = nlohmann::json::array();
-        for (const auto& c : cells) j["cells"].push_back(cell_json(c, !compare.empty()));
-        if (!compare.empty()) {
-            j["answer_context"] = opt.answer_context_tokens;
-            j["compare"] = nlohmann::json::array();
-            for (size_t k = 0; k < compare.size(); ++k) {
-                const auto [v_hits, v_n] = variant_hits(cells, k);
-                j["compare"].push_back({{"answer_context", compare[k]},
-                                        {"hits", v_hits},
-                                        {"n", v_n},
-                                        {"accuracy", v_n > 0 ? static_cast<double>(v_hits) / v_n : 0.0}});
-            }
-        }
-        j["lengths"] = nlohmann::json::array();
-        for (size_t li = 0; li < lengths.size(); ++li) {
-            const auto& ls = per_length[li];
-            j["lengths"].push_back(
-                {{"length", lengths[li]},
-                 {"accuracy", ls.n > 0 ? static_cast<double>(ls.hits) / ls.n : 0.0},
-                 {"n", ls.n},
-                 {"skipped", ls.skipped},
-                 {"seconds", ls.seconds},
-                 {"tokens_per_s",
-                  ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0}});
-        }
-        std::printf("%s\n", j.dump().c_str());
-        std::fflush(stdout);
-        return finish();
     }
-
-    std::printf("needle in a haystack: mode %s, %zu needles, %zu lengths x %zu depths\n",
-                mode.c_str(), needles->size(), lengths.size(), depths->size());
-    if (mode != "full" && !opt.layer_heads.empty()) {
-        std::printf("attention read from (layer:head) %s\n",
-                    pipelines::format_layer_heads(opt.layer_heads).c_str());
-    }
-    std::printf("\n");
-    std::printf("%-10s", "length");
-    for (int32_t d : *depths) std::printf(" %6d%%", d);
-    std::printf("\n");
-    for (size_t li = 0; li < lengths.size(); ++li) {
-        std::printf("%-10s", length_label(lengths[li]).c_str());
-        for (size_t di = 0; di < depths->size(); ++di) {
-            auto it = grid.find({li, di});
-            if (it == grid.end()) {
-                std::printf(" %7s", "skip");
-            } else {
-                const std::string s =
-                    std::to_string(it->second.first) + "/" + std::to_string(it->second.second);
-                std::printf(" %7s", s.c_str());
-            }
-        }
-        std::printf("\n");
-    }
-    std::printf("\naccuracy %.3f (%d/%d)", accuracy, hits, n);
-    if (mode != "full") std::printf(", needle kept in %ld", static_cast<long>(n_kept));
-    const int n_skipped = static_cast<int>(
-        std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.skipped; }));
-    if (n_skipped > 0) std::printf(", %d skipped (the prompt does not fit the window)", n_skipped);
-    std::printf(", %.1f s\n", total_s);
-    for (size_t li = 0; li < lengths.size(); ++li) {
-        const auto& ls = per_length[li];
-        if (ls.n == 0) {
-            std::printf("  %-8s skipped\n", length_label(lengths[li]).c_str());
-            continue;
-        }
-        std::printf("  %-8s accuracy %.3f  %.1f s  %.0f tokens/s\n",
-                    length_label(lengths[li]).c_str(), static_cast<double>(ls.hits) / ls.n,
-                    ls.seconds, ls.seconds > 0 ? static_cast<double>(ls.tokens) / ls.seconds : 0.0);
-    }
-    for (size_t k = 0; k < compare.size(); ++k) {
-        const auto [v_hits, v_n] = variant_hits(cells, k);
-        std::printf("  answer context %d instead of %d: accuracy %.3f (%d/%d)\n", compare[k],
-                    opt.answer_context_tokens, v_n > 0 ? static_cast<double>(v_hits) / v_n : 0.0,
-                    v_hits, v_n);
-    }
-    if (plot_path && plot_error.empty()) std::printf("heatmap: %s\n", plot_path->c_str());
-    std::fflush(stdout);
-    return finish();
+    report.lengths = lengths;
+    report.depths = *depths;
+    report.compare = compare;
+    report.answer_context = opt.answer_context_tokens;
+    report.n_needles = needles->size();
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
+    return print_report(report, cells, plot_path, json);
 }
 
 }  // namespace attnrag::cli

@@ -422,3 +422,99 @@ TEST_CASE("eval niah puts the needle between sentences and saves the haystacks a
     CHECK(bad.out.find("--save-haystacks") != std::string::npos);
     CHECK(bad.out.find("cell") == std::string::npos);
 }
+
+TEST_CASE("eval niah saves each reading's kept sentences and answers them again without reading", "[cli][infiniretri][smollm2]") {
+    const fs::path dir = attnrag::test::make_temp_dir("niah_kept");
+    fs::create_directories(dir / "hay");
+    std::ofstream(dir / "hay" / "essays.txt", std::ios::binary) << essays(12000);
+    const fs::path needles_file = attnrag::test::shared_data_dir() / "eval" / "niah_needles.jsonl";
+    const std::string needles = needles_file.string();
+    const fs::path kept = dir / "kept.jsonl";
+    const std::string answer = " --max-answer-tokens 16 --answer-alternatives 128 ";
+    auto read = run_cli("eval niah --json --haystack " + (dir / "hay").string() + " --needles " + needles +
+                        " --lengths 1500 --depths 50 --limit-needles 1 --save-haystacks " + (dir / "saved").string() +
+                        " --save-kept " + kept.string() + answer + model_args());
+    REQUIRE(read.code == 0);
+    const auto measured = nlohmann::json::parse(read.out);
+    REQUIRE(measured["cells"].size() == 1);
+    const auto& cell = measured["cells"][0];
+    REQUIRE(cell["candidates"].size() == 2);
+
+    // One line per cell: the cell, the question, and the kept sentences with their tokens, whose
+    // byte ranges are those of the haystack that was read.
+    std::ifstream kin(kept);
+    std::string line;
+    REQUIRE(std::getline(kin, line));
+    const auto saved = nlohmann::json::parse(line);
+    CHECK(saved["cell"] == cell);
+    CHECK(saved["question"] == first_needle().question);
+    std::ifstream hin(dir / "saved" / "1500_d50_sf-sandwich.txt", std::ios::binary);
+    const std::string hay((std::istreambuf_iterator<char>(hin)), std::istreambuf_iterator<char>());
+    REQUIRE_FALSE(saved["kept"].empty());
+    int32_t n_tokens = 0;
+    for (const auto& k : saved["kept"]) {
+        const auto begin = k["begin"].get<size_t>(), end = k["end"].get<size_t>();
+        REQUIRE(end <= hay.size());
+        CHECK(hay.substr(begin, end - begin) == k["text"].get<std::string>());
+        CHECK_FALSE(k["ids"].empty());
+        n_tokens += static_cast<int32_t>(k["ids"].size());
+    }
+    CHECK(n_tokens == cell["cache_tokens"]);
+    CHECK_FALSE(std::getline(kin, line));
+
+    // Answered again with the same settings: the same answers, chosen the same way; the reading's
+    // counters and seconds are the saved ones.
+    const std::string again = "eval niah --json --needles " + needles + " --answer-from-kept " + kept.string();
+    auto same = run_cli(again + answer + model_args());
+    REQUIRE(same.code == 0);
+    const auto replay = nlohmann::json::parse(same.out);
+    REQUIRE(replay["cells"].size() == 1);
+    CHECK(replay["cells"][0] == cell);
+    CHECK(replay["kept_file"] == kept.string());
+    CHECK(replay["settings"]["answer_alternatives"] == nlohmann::json::array({128}));
+    // Other answer settings: one 16-token context, 32 compared beside it.
+    auto other = run_cli(again + " --max-answer-tokens 16 --answer-context 16 --answer-alternatives none "
+                                 "--compare-answer-context 32 " + model_args());
+    REQUIRE(other.code == 0);
+    const auto changed = nlohmann::json::parse(other.out);
+    REQUIRE(changed["cells"].size() == 1);
+    CHECK_FALSE(changed["cells"][0].contains("candidates"));
+    CHECK(changed["cells"][0]["needle_rank"] == cell["needle_rank"]);
+    REQUIRE(changed["compare"].size() == 1);
+    CHECK(changed["compare"][0]["answer_context"] == 32);
+    CHECK(changed["cells"][0]["compare"].size() == 1);
+
+    // Errors: a needle the needles file does not have, a question it asks differently, a line that
+    // is not a saved reading, and flags that read or write haystacks.
+    std::ifstream nin(needles_file);
+    REQUIRE(std::getline(nin, line));
+    auto needle = nlohmann::json::parse(line);
+    needle["id"] = "another-id";
+    std::ofstream(dir / "other_id.jsonl") << needle.dump() << "\n";
+    auto unknown = run_cli("eval niah --needles " + (dir / "other_id.jsonl").string() + " --answer-from-kept " +
+                               kept.string() + " " + model_args(),
+                           true);
+    CHECK(unknown.code == 1);
+    CHECK(unknown.out.find("needle 'sf-sandwich' is not in --needles") != std::string::npos);
+    needle["id"] = "sf-sandwich";
+    needle["question"] = "What is the best thing to do in Oakland?";
+    std::ofstream(dir / "other_question.jsonl") << needle.dump() << "\n";
+    auto asked = run_cli("eval niah --needles " + (dir / "other_question.jsonl").string() + " --answer-from-kept " +
+                             kept.string() + " " + model_args(),
+                         true);
+    CHECK(asked.code == 1);
+    CHECK(asked.out.find("another question") != std::string::npos);
+    std::ofstream(dir / "bad.jsonl") << line << "\n" << cell.dump() << "\n";
+    auto bad = run_cli("eval niah --needles " + needles + " --answer-from-kept " + (dir / "bad.jsonl").string() + " " +
+                           model_args(),
+                       true);
+    CHECK(bad.code == 1);
+    CHECK(bad.out.find("bad.jsonl: line 1 is not a saved reading") != std::string::npos);
+    auto writes = run_cli(again + " --save-kept " + (dir / "more.jsonl").string(), true);
+    CHECK(writes.code == 2);
+    CHECK(writes.out.find("--answer-from-kept reads nothing") != std::string::npos);
+    auto unranked = run_cli(again + " --answer-context 0", true);
+    CHECK(unranked.code == 2);
+    CHECK(unranked.out.find("--answer-context > 0") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir / "more.jsonl"));
+}

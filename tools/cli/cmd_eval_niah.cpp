@@ -151,6 +151,170 @@ std::optional<Cell> cell_from_json(const nlohmann::json& j) {
     }
 }
 
+// Fills `cell` from an InfiniRetri (or full-prompt) answer: the hit, the candidates, the reading
+// counters, where the needle is among the kept sentences, and the --compare-answer-context
+// variants (answered again from the same kept sentences). The needle's cached/dropped chunks are
+// the caller's (they come from the checkpoints of the reading).
+Status score_cell(Cell& cell, const pipelines::InfiniRetriAnswer& a, const Needle& n, InfiniRetri& ir,
+                  const pipelines::InfiniRetriOptions& opt, const std::vector<int32_t>& compare) {
+    cell.hit = pipelines::contains_answer(a.text, n.answers);
+    cell.prediction = a.text;
+    cell.candidates.clear();
+    for (size_t k = 0; k < a.candidates.size(); ++k) {
+        const auto& c = a.candidates[k];
+        cell.candidates.push_back({c.context_budget, pipelines::contains_answer(c.text, n.answers),
+                                   static_cast<int32_t>(k) == a.chosen, c.grounding, c.text});
+    }
+    cell.tokens_read = a.n_tokens_read;
+    cell.tokens_resumed = a.n_tokens_resumed;
+    cell.n_chunks = a.n_chunks;
+    cell.cache_tokens = a.n_cache_tokens;
+    const auto holds = [&](const pipelines::KeptSentence& k) { return k.text.find(n.needle) != std::string::npos; };
+    const auto needle_at = std::find_if(a.kept.begin(), a.kept.end(), holds);
+    cell.needle_kept = needle_at != a.kept.end();
+    cell.needle_rank = 0;
+    if (cell.needle_kept) {
+        cell.needle_rank = 1 + static_cast<int32_t>(std::count_if(
+                                   a.kept.begin(), a.kept.end(), [&](const pipelines::KeptSentence& k) {
+                                       return k.relevance > 0 ? k.relevance > needle_at->relevance
+                                                              : k.score > needle_at->score;
+                                   }));
+    }
+    cell.variants.clear();
+    for (const int32_t budget : compare) {
+        pipelines::InfiniRetriOptions ov = opt;
+        ov.answer_context_tokens = budget;
+        ov.answer_alternatives.clear();  // what this one context answers
+        ov.on_text = nullptr;
+        auto v = ir.answer_again(a, n.question, ov);
+        if (!v) {
+            return make_error(v.error().code,
+                              "answer context " + std::to_string(budget) + ": " + v.error().message);
+        }
+        cell.variants.push_back({budget, pipelines::contains_answer(v->text, n.answers), v->text});
+    }
+    return {};
+}
+
+// --verbose: a cell's answer on stderr, with why the needle was not kept and the variants.
+void print_cell(const std::string& where, const Cell& cell, bool infiniretri) {
+    std::fprintf(stderr, "%s: %s %s\n", where.c_str(), cell.skipped ? "skipped" : (cell.hit ? "HIT " : "miss"),
+                 json_string(cell.prediction).c_str());
+    if (cell.needle_dropped_chunk > 0) {
+        std::fprintf(stderr, "  the needle was kept after chunk %d and dropped after chunk %d of %d\n",
+                     cell.needle_cached_chunk, cell.needle_dropped_chunk, cell.n_chunks);
+    } else if (infiniretri && !cell.needle_kept) {
+        std::fprintf(stderr, "  the needle was not kept by the chunk pass that read it\n");
+    }
+    for (const auto& c : cell.candidates) {
+        std::fprintf(stderr, "  %s context %d (grounding %.2f): %s %s\n", c.chosen ? "chosen" : "      ",
+                     c.answer_context, static_cast<double>(c.grounding), c.hit ? "HIT " : "miss",
+                     json_string(c.prediction).c_str());
+    }
+    for (const auto& v : cell.variants) {
+        std::fprintf(stderr, "  answer context %d: %s %s\n", v.answer_context, v.hit ? "HIT " : "miss",
+                     json_string(v.prediction).c_str());
+    }
+}
+
+// A cell's reading with its kept sentences (--save-kept): enough to answer it again with other
+// answer settings (--answer-from-kept) without reading the haystack.
+struct SavedReading {
+    Cell cell;
+    std::string question;
+    pipelines::InfiniRetriAnswer read;  // the kept sentences and the reading counters
+};
+
+nlohmann::json saved_reading_json(const Cell& cell, const std::string& question,
+                                  const pipelines::InfiniRetriAnswer& a) {
+    nlohmann::json j = {{"cell", cell_json(cell, false)},
+                        {"question", question},
+                        {"tokens_read", a.n_tokens_read},
+                        {"tokens_resumed", a.n_tokens_resumed},
+                        {"sentences", a.n_sentences},
+                        {"chunks", a.n_chunks},
+                        {"cache_limit", a.cache_limit},
+                        {"max_prompt_tokens", a.max_prompt_tokens},
+                        {"read_ms", a.read_ms}};
+    auto& kept = j["kept"] = nlohmann::json::array();
+    for (const auto& k : a.kept) {
+        kept.push_back({{"begin", k.begin},
+                        {"end", k.end},
+                        {"text", k.text},
+                        {"ids", k.ids},
+                        {"score", k.score},
+                        {"relevance", k.relevance}});
+    }
+    return j;
+}
+
+// A line written by saved_reading_json(); nullopt when `j` is not one.
+std::optional<SavedReading> saved_reading_from_json(const nlohmann::json& j) {
+    if (!j.is_object() || !j.contains("cell") || !j.contains("kept")) return std::nullopt;
+    auto cell = cell_from_json(j["cell"]);
+    if (!cell) return std::nullopt;
+    try {
+        SavedReading s{std::move(*cell), j.at("question").get<std::string>(), {}};
+        auto& a = s.read;
+        a.n_tokens_read = j.value("tokens_read", int64_t{0});
+        a.n_tokens_resumed = j.value("tokens_resumed", int64_t{0});
+        a.n_sentences = j.value("sentences", int64_t{0});
+        a.n_chunks = j.value("chunks", 0);
+        a.cache_limit = j.value("cache_limit", 0);
+        a.max_prompt_tokens = j.value("max_prompt_tokens", 0);
+        a.read_ms = j.value("read_ms", 0.0);
+        for (const auto& k : j.at("kept")) {
+            pipelines::KeptSentence ks;
+            ks.begin = k.at("begin").get<uint64_t>();
+            ks.end = k.at("end").get<uint64_t>();
+            ks.text = k.at("text").get<std::string>();
+            ks.ids = k.at("ids").get<std::vector<TokenId>>();
+            ks.score = k.value("score", 0.0f);
+            ks.relevance = k.value("relevance", 0.0f);
+            if (ks.ids.empty() || ks.end < ks.begin) return std::nullopt;
+            a.n_cache_tokens += static_cast<int32_t>(ks.ids.size());
+            a.kept.push_back(std::move(ks));
+        }
+        if (a.kept.empty() || s.question.empty()) return std::nullopt;
+        return s;
+    } catch (const nlohmann::json::exception&) {
+        return std::nullopt;
+    }
+}
+
+// The records of a JSONL file of cells (--from-cells) or of saved readings (--answer-from-kept):
+// blank lines are skipped, a line `parse` rejects is an error naming it ("FLAG FILE: line N is
+// not WHAT"), and a later record for the same length, depth and needle replaces an earlier one,
+// so the files of runs that each measured part of a grid can be concatenated.
+template <class T, class Parse, class CellOf>
+Result<std::vector<T>> read_records(const std::string& flag, const std::string& path, const std::string& what,
+                                    Parse parse, CellOf cell_of) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return make_error(Errc::NotFound, flag + " " + path + ": cannot open");
+    std::vector<T> records;
+    std::map<std::tuple<int64_t, int32_t, std::string>, size_t> where;  // cell -> index in records
+    size_t line_no = 0;
+    for (std::string line; std::getline(in, line);) {
+        ++line_no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        std::optional<T> rec = parse(nlohmann::json::parse(line, nullptr, false));
+        if (!rec) {
+            return make_error(Errc::InvalidArgument,
+                              flag + " " + path + ": line " + std::to_string(line_no) + " is not " + what);
+        }
+        const Cell& c = cell_of(*rec);
+        const auto key = std::make_tuple(c.length, c.depth, c.needle_id);
+        if (auto it = where.find(key); it != where.end()) {
+            records[it->second] = std::move(*rec);
+        } else {
+            where.emplace(key, records.size());
+            records.push_back(std::move(*rec));
+        }
+    }
+    if (records.empty()) return make_error(Errc::InvalidArgument, flag + " " + path + ": no cells");
+    return records;
+}
+
 // "4k" -> 4000, "1m" -> 1000000, "2500" -> 2500 (decimal multipliers, as NIH tables write them).
 std::optional<int64_t> parse_length(std::string s) {
     if (s.empty()) return std::nullopt;
@@ -603,37 +767,12 @@ int print_report(const GridReport& r, const std::vector<Cell>& cells,
     return finish();
 }
 
-// --from-cells: the summary and heatmap of cells recorded by --cells (of one run or of several,
-// concatenated: a later line for the same length, depth and needle replaces an earlier one).
-int report_from_cells(const std::string& path, const std::string& mode,
-                      const std::optional<std::string>& plot_path, bool json) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return fail("eval", "--from-cells " + path + ": cannot open");
-    std::vector<Cell> cells;
-    std::map<std::tuple<int64_t, int32_t, std::string>, size_t> where;  // cell -> index in cells
-    size_t line_no = 0;
-    for (std::string line; std::getline(in, line);) {
-        ++line_no;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        auto j = nlohmann::json::parse(line, nullptr, false);
-        auto cell = cell_from_json(j);
-        if (!cell) {
-            return fail("eval", "--from-cells " + path + ": line " + std::to_string(line_no) +
-                                    " is not a cell (a JSON object with length, depth, needle and hit, "
-                                    "as --cells writes them)");
-        }
-        const auto key = std::make_tuple(cell->length, cell->depth, cell->needle_id);
-        if (auto it = where.find(key); it != where.end()) {
-            cells[it->second] = std::move(*cell);
-        } else {
-            where.emplace(key, cells.size());
-            cells.push_back(std::move(*cell));
-        }
-    }
-    if (cells.empty()) return fail("eval", "--from-cells " + path + ": no cells");
+// The grid a set of recorded cells covers: their lengths, depths and needles, the seconds they
+// took (summed), and the compared answer contexts when every answered cell compared the same ones.
+GridReport grid_of(const std::vector<Cell>& cells, const std::string& mode, const std::string& source) {
     GridReport r;
     r.mode = mode;
-    r.source = "cells of " + fs::path(path).filename().string();
+    r.source = source;
     std::set<std::string> needle_ids;
     for (const Cell& c : cells) {
         r.lengths.push_back(c.length);
@@ -646,8 +785,6 @@ int report_from_cells(const std::string& path, const std::string& mode,
     std::sort(r.depths.begin(), r.depths.end());
     r.depths.erase(std::unique(r.depths.begin(), r.depths.end()), r.depths.end());
     r.n_needles = needle_ids.size();
-    r.info = {{"cells_file", path}, {"needles", r.n_needles}};
-    // The compared answer contexts, when every answered cell compared the same ones.
     const auto contexts = [](const Cell& c) {
         std::vector<int32_t> v;
         for (const auto& x : c.variants) v.push_back(x.answer_context);
@@ -660,9 +797,84 @@ int report_from_cells(const std::string& path, const std::string& mode,
         else if (*same != contexts(c)) same = std::vector<int32_t>{};
     }
     if (same) r.compare = *same;
+    return r;
+}
+
+// --from-cells: the summary and heatmap of cells recorded by --cells (of one run or of several,
+// concatenated: a later line for the same length, depth and needle replaces an earlier one).
+int report_from_cells(const std::string& path, const std::string& mode,
+                      const std::optional<std::string>& plot_path, bool json) {
+    auto cells = read_records<Cell>(
+        "--from-cells", path, "a cell (a JSON object with length, depth, needle and hit, as --cells writes them)",
+        cell_from_json, [](const Cell& c) -> const Cell& { return c; });
+    if (!cells) return fail("eval", cells.error().message);
+    GridReport r = grid_of(*cells, mode, "cells of " + fs::path(path).filename().string());
+    r.info = {{"cells_file", path}, {"needles", r.n_needles}};
     if (plot_path) {
         if (auto problem = output_path_problem(*plot_path); !problem.empty()) return fail("eval", "--plot " + problem);
     }
+    return print_report(r, *cells, plot_path, json);
+}
+
+// --answer-from-kept: every cell of a --save-kept file answered again from its kept sentences
+// with the answer settings given now (the reading settings are the saved run's), and scored
+// against the needles file's answers. The seconds shown are the saved readings'.
+int answer_from_kept(const std::string& path, const std::vector<Needle>& needles, const Model& model,
+                     InfiniRetri& ir, const pipelines::InfiniRetriOptions& opt,
+                     const std::vector<int32_t>& compare, const std::optional<std::string>& plot_path,
+                     std::ofstream& cells_out, const std::string& cells_path, bool json, bool verbose) {
+    auto saved = read_records<SavedReading>(
+        "--answer-from-kept", path, "a saved reading (as --save-kept writes them)", saved_reading_from_json,
+        [](const SavedReading& r) -> const Cell& { return r.cell; });
+    if (!saved) return fail("eval", saved.error().message);
+    if (plot_path) {
+        if (auto problem = output_path_problem(*plot_path); !problem.empty()) return fail("eval", "--plot " + problem);
+    }
+    std::vector<Cell> cells;
+    Progress bar(true);
+    for (const SavedReading& s : *saved) {
+        const auto n = std::find_if(needles.begin(), needles.end(), [&](const Needle& x) { return x.id == s.cell.needle_id; });
+        if (n == needles.end())
+            return fail("eval", "--answer-from-kept " + path + ": needle '" + s.cell.needle_id + "' is not in --needles");
+        if (n->question != s.question) {
+            return fail("eval", "--answer-from-kept " + path + ": needle '" + n->id +
+                                    "' was read for another question than --needles asks");
+        }
+        const std::string where = length_label(s.cell.length) + " depth " + std::to_string(s.cell.depth) + "% " + n->id;
+        bar.update("cell " + std::to_string(cells.size() + 1) + "/" + std::to_string(saved->size()) + " (" + where + ")");
+        auto a = ir.answer_again(s.read, s.question, opt);
+        if (!a) {
+            bar.done();
+            return fail("eval", where + ": " + a.error().message);
+        }
+        Cell cell = s.cell;
+        if (auto st = score_cell(cell, *a, *n, ir, opt, compare); !st) {
+            bar.done();
+            return fail("eval", where + ": " + st.error().message);
+        }
+        if (cells_out.is_open()) {
+            cells_out << cell_json(cell, !compare.empty()).dump() << '\n' << std::flush;
+            if (!cells_out) {
+                bar.done();
+                return fail("eval", "--cells " + cells_path + ": write failed (disk full?)");
+            }
+        }
+        if (verbose) {
+            bar.done();
+            print_cell(where, cell, true);
+        }
+        cells.push_back(std::move(cell));
+    }
+    bar.done();
+    GridReport r = grid_of(cells, "infiniretri", fs::path(model.path()).filename().string() + ", kept sentences of " +
+                                                     fs::path(path).filename().string());
+    r.compare = compare;
+    r.answer_context = opt.answer_context_tokens;
+    r.info = {{"model", model.path()}, {"kept_file", path}, {"needles", r.n_needles},
+              {"settings",
+               {{"answer_context_tokens", opt.answer_context_tokens},
+                {"answer_alternatives", opt.answer_alternatives},
+                {"max_answer_tokens", opt.max_answer_tokens}}}};
     return print_report(r, cells, plot_path, json);
 }
 
@@ -694,6 +906,13 @@ int eval_niah(int argc, char** argv) {
          "write each cell's haystack (needle inserted) to this folder as "
          "LENGTH_dDEPTH_NEEDLE.txt, to read one again with attnrag ask --file"},
         {"save-only", false, "with --save-haystacks: write the haystacks and stop (nothing is read)"},
+        {"save-kept", true,
+         "append each cell's reading (its kept sentences, ranked) to this JSONL file, so the "
+         "answer stage can be tried again on every cell with --answer-from-kept"},
+        {"answer-from-kept", true,
+         "read nothing: answer every cell of this --save-kept file again from its kept sentences "
+         "with the answer settings given now (--answer-context, --answer-alternatives, "
+         "--compare-answer-context) and print the grid; needs --needles"},
         {"no-resume", false,
          "read every haystack from its start (default: a needle's depths share the reading of "
          "the text before the needle; the results are the same)"},
@@ -724,7 +943,13 @@ int eval_niah(int argc, char** argv) {
         return report_from_cells(*cells_path, mode, args.get("plot"), args.flag("json"));
     const auto haystack_path = args.get("haystack");
     const auto needles_path = args.get("needles");
-    if (!haystack_path || !needles_path)
+    const auto from_kept = args.get("answer-from-kept");
+    if (from_kept && mode != "infiniretri") return fail_usage("eval", "--answer-from-kept needs --mode infiniretri");
+    if (from_kept && (args.get("save-haystacks") || args.get("save-kept")))
+        return fail_usage("eval", "--answer-from-kept reads nothing: --save-haystacks and --save-kept do not apply");
+    if (from_kept && opt.answer_context_tokens <= 0)
+        return fail_usage("eval", "--answer-from-kept needs --answer-context > 0 (the ranking it picks from)");
+    if (!needles_path || (!haystack_path && !from_kept))
         return fail_usage("eval", "--haystack and --needles are required");
     std::vector<int64_t> lengths;
     for (const auto& s : split_list(args.get_or("lengths", "4k"))) {
@@ -767,12 +992,20 @@ int eval_niah(int argc, char** argv) {
 
     const bool save_only = args.flag("save-only");
     if (save_only && !save_dir) return fail_usage("eval", "--save-only needs --save-haystacks");
+    if (args.get("save-kept") && mode != "infiniretri")
+        return fail_usage("eval", "--save-kept needs --mode infiniretri");
 
     std::ofstream cells_out;
     if (auto path = args.get("cells")) {
         if (auto problem = output_path_problem(*path, true); !problem.empty()) return fail("eval", "--cells " + problem);
         cells_out.open(*path, std::ios::binary | std::ios::app);  // earlier lines are kept
         if (!cells_out) return fail("eval", "--cells " + *path + ": cannot open for appending");
+    }
+    std::ofstream kept_out;
+    if (auto path = args.get("save-kept")) {
+        if (auto problem = output_path_problem(*path, true); !problem.empty()) return fail("eval", "--save-kept " + problem);
+        kept_out.open(*path, std::ios::binary | std::ios::app);
+        if (!kept_out) return fail("eval", "--save-kept " + *path + ": cannot open for appending");
     }
 
     auto needles = read_needles(*needles_path);
@@ -782,6 +1015,12 @@ int eval_niah(int argc, char** argv) {
     auto model = load_model_from(args, "eval");
     if (!model) return 1;
     if (auto st = read_infiniretri_heads(args, *model, opt); !st) return fail("eval", st.error().message);
+    if (from_kept) {
+        auto ir = InfiniRetri::create(*model, n_threads);
+        if (!ir) return fail("eval", ir.error().message);
+        return answer_from_kept(*from_kept, *needles, *model, *ir, opt, compare, plot_path, cells_out,
+                                args.get_or("cells", ""), json, verbose);
+    }
     auto hay = Haystack::load(*haystack_path, model->tokenizer());
     if (!hay) return fail("eval", hay.error().message);
     auto ir = InfiniRetri::create(*model, n_threads);
@@ -882,51 +1121,28 @@ int eval_niah(int argc, char** argv) {
                         return fail("eval", where + ": " + a.error().message);
                     }
                 } else {
-                    cell.hit = pipelines::contains_answer(a->text, n.answers);
-                    cell.prediction = a->text;
-                    for (size_t k = 0; k < a->candidates.size(); ++k) {
-                        const auto& c = a->candidates[k];
-                        cell.candidates.push_back({c.context_budget, pipelines::contains_answer(c.text, n.answers),
-                                                   static_cast<int32_t>(k) == a->chosen, c.grounding, c.text});
+                    if (auto st = score_cell(cell, *a, n, *ir, opt, compare); !st) {
+                        bar.done();
+                        return fail("eval", where + ": " + st.error().message);
                     }
-                    cell.tokens_read = a->n_tokens_read;
-                    cell.tokens_resumed = a->n_tokens_resumed;
                     for (auto& c : made) {
                         const auto k = static_cast<size_t>(c.n_chunks);
                         if (checkpoints.size() < k) checkpoints.resize(k);
                         checkpoints[k - 1] = std::move(c);
                     }
-                    cell.n_chunks = a->n_chunks;
-                    cell.cache_tokens = a->n_cache_tokens;
-                    const auto needle_at =
-                        std::find_if(a->kept.begin(), a->kept.end(), [&](const pipelines::KeptSentence& k) {
-                            return k.text.find(n.needle) != std::string::npos;
-                        });
-                    cell.needle_kept = needle_at != a->kept.end();
                     // The last chunk makes no checkpoint.
                     if (cell.needle_kept && cell.needle_cached_chunk == 0) cell.needle_cached_chunk = a->n_chunks;
                     if (mode == "infiniretri" && !cell.needle_kept && cell.needle_cached_chunk != 0 &&
                         cell.needle_dropped_chunk == 0)
                         cell.needle_dropped_chunk = a->n_chunks;
-                    if (cell.needle_kept) {
-                        cell.needle_rank = 1 + static_cast<int32_t>(std::count_if(
-                                                   a->kept.begin(), a->kept.end(), [&](const pipelines::KeptSentence& k) {
-                                                       return k.relevance > 0 ? k.relevance > needle_at->relevance
-                                                                              : k.score > needle_at->score;
-                                                   }));
-                    }
-                    for (const int32_t budget : compare) {
-                        pipelines::InfiniRetriOptions ov = opt;
-                        ov.answer_context_tokens = budget;
-                        ov.answer_alternatives.clear();  // what this one context answers
-                        auto v = ir->answer_again(*a, n.question, ov);
-                        if (!v) {
+                    if (kept_out.is_open()) {
+                        kept_out << saved_reading_json(cell, n.question, *a).dump() << '\n' << std::flush;
+                        if (!kept_out) {
                             bar.done();
-                            return fail("eval", where + ": answer context " + std::to_string(budget) +
-                                                    ": " + v.error().message);
+                            std::fprintf(stderr, "attnrag eval: --save-kept %s: write failed (disk full?); no more readings are saved\n",
+                                         args.get("save-kept")->c_str());
+                            kept_out.close();
                         }
-                        cell.variants.push_back(
-                            {budget, pipelines::contains_answer(v->text, n.answers), v->text});
                     }
                 }
                 if (cells_out.is_open()) {
@@ -941,19 +1157,7 @@ int eval_niah(int argc, char** argv) {
                 }
                 if (verbose) {
                     bar.done();
-                    std::fprintf(stderr, "%s: %s %s\n", where.c_str(),
-                                 cell.skipped ? "skipped" : (cell.hit ? "HIT " : "miss"),
-                                 json_string(cell.prediction).c_str());
-                    if (cell.needle_dropped_chunk > 0) {
-                        std::fprintf(stderr, "  the needle was kept after chunk %d and dropped after chunk %d of %d\n",
-                                     cell.needle_cached_chunk, cell.needle_dropped_chunk, cell.n_chunks);
-                    } else if (mode == "infiniretri" && !cell.needle_kept) {
-                        std::fprintf(stderr, "  the needle was not kept by the chunk pass that read it\n");
-                    }
-                    for (const auto& v : cell.variants) {
-                        std::fprintf(stderr, "  answer context %d: %s %s\n", v.answer_context,
-                                     v.hit ? "HIT " : "miss", json_string(v.prediction).c_str());
-                    }
+                    print_cell(where, cell, mode == "infiniretri");
                 }
                 cells.push_back(std::move(cell));
             }

@@ -164,7 +164,8 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
                    .dump()
             << "\n";
     }
-    auto r = run_cli("eval longqa --json " + model_args() + " " + file.string());
+    const fs::path kept = dir / "kept.jsonl";
+    auto r = run_cli("eval longqa --json --save-kept " + kept.string() + " " + model_args() + " " + file.string());
     REQUIRE(r.code == 0);
     auto j = nlohmann::json::parse(r.out);
     CHECK(j["n"] == 2);
@@ -179,6 +180,50 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     INFO("needle answer: " << j["questions"][0]["prediction"].get<std::string>());
     CHECK(j["questions"][0]["contains"] == true);
     CHECK(j["contains"].get<double>() >= 0.5);
+
+    // --save-kept wrote each question's reading; --answer-from-kept answers them again without
+    // reading (the same answers with the same settings, the saved readings' seconds).
+    auto again = run_cli("eval longqa --json --answer-from-kept " + kept.string() + " " + model_args() + " " +
+                         file.string());
+    REQUIRE(again.code == 0);
+    const auto replay = nlohmann::json::parse(again.out);
+    REQUIRE(replay["questions"].size() == 2);
+    CHECK(replay["kept_file"] == kept.string());
+    for (size_t q = 0; q < 2; ++q) {
+        CHECK(replay["questions"][q]["id"] == j["questions"][q]["id"]);
+        CHECK(replay["questions"][q]["prediction"] == j["questions"][q]["prediction"]);
+        CHECK(replay["questions"][q]["seconds"] == j["questions"][q]["seconds"]);
+        CHECK(replay["questions"][q]["kept_tokens"] == j["questions"][q]["kept_tokens"]);
+    }
+    CHECK(replay["f1"] == j["f1"]);
+    // Only the chosen questions are answered (--limit 1), and a saved question that FILE asks
+    // differently is an error.
+    auto first = run_cli("eval longqa --json --limit 1 --answer-from-kept " + kept.string() + " " + model_args() +
+                         " " + file.string());
+    REQUIRE(first.code == 0);
+    CHECK(nlohmann::json::parse(first.out)["n"] == 1);
+    {
+        std::ifstream in(file);
+        std::string line;
+        REQUIRE(std::getline(in, line));
+        auto item = nlohmann::json::parse(line);
+        item["question"] = "What is the worst thing to do in San Francisco?";
+        std::ofstream(dir / "asked_otherwise.jsonl") << item.dump() << "\n";
+    }
+    auto otherwise = run_cli("eval longqa --answer-from-kept " + kept.string() + " " + model_args() + " " +
+                                 (dir / "asked_otherwise.jsonl").string(),
+                             true);
+    CHECK(otherwise.code == 1);
+    CHECK(otherwise.out.find("needle was read for another question") != std::string::npos);
+    auto both = run_cli("eval longqa --answer-from-kept " + kept.string() + " --save-kept " + kept.string() + " " +
+                            model_args() + " " + file.string(),
+                        true);
+    CHECK(both.code == 2);
+    auto full = run_cli("eval longqa --mode full --save-kept " + (dir / "k2.jsonl").string() + " " + model_args() +
+                            " " + file.string(),
+                        true);
+    CHECK(full.code == 2);
+    CHECK(full.out.find("need --mode infiniretri") != std::string::npos);
 
     auto limited = run_cli("eval longqa --json --limit 1 --mode full " + model_args() + " " + file.string());
     REQUIRE(limited.code == 0);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -66,6 +68,13 @@ int eval_longqa(int argc, char** argv) {
         {"ctx", true, "context window in tokens (default: the model's)"},
         {"details", false, "print every question's answer"},
         {"json", false, "print one JSON object"},
+        {"save-kept", true,
+         "InfiniRetri: append each question's reading (its kept sentences, ranked) to this JSONL file, so "
+         "the answer stage can be tried again with --answer-from-kept"},
+        {"answer-from-kept", true,
+         "read no document: answer every question of this --save-kept file again from its kept sentences "
+         "with the answer settings given now (--answer-context, --answer-alternatives) and score it against "
+         "FILE.jsonl"},
     };
     for (auto& spec : infiniretri_option_specs()) specs.push_back(std::move(spec));
     add_model_options(specs);
@@ -95,6 +104,19 @@ int eval_longqa(int argc, char** argv) {
     if (args.positional().size() != 1) return fail_usage("eval", "give one FILE.jsonl");
     const std::string file = args.positional()[0];
     const bool json = args.flag("json"), details = args.flag("details");
+    const auto save_kept = args.get("save-kept"), from_kept = args.get("answer-from-kept");
+    if ((save_kept || from_kept) && mode != "infiniretri")
+        return fail_usage("eval", "--save-kept and --answer-from-kept need --mode infiniretri");
+    if (save_kept && from_kept) return fail_usage("eval", "--answer-from-kept reads nothing: --save-kept does not apply");
+    if (from_kept && opt.answer_context_tokens <= 0)
+        return fail_usage("eval", "--answer-from-kept needs --answer-context > 0 (the ranking it picks from)");
+    std::ofstream kept_out;
+    if (save_kept) {
+        if (auto problem = output_path_problem(*save_kept, true); !problem.empty())
+            return fail("eval", "--save-kept " + problem);
+        kept_out.open(*save_kept, std::ios::binary | std::ios::app);
+        if (!kept_out) return fail("eval", "--save-kept " + *save_kept + ": cannot open for appending");
+    }
 
     // Pass 1 validates every line and counts them, so a malformed file fails before any model
     // work; pass 2 reads the chosen lines again (documents are not all held in memory).
@@ -131,37 +153,16 @@ int eval_longqa(int argc, char** argv) {
     int64_t tokens = 0;
     size_t index = 0, n_truncated = 0;
     const auto t_all = std::chrono::steady_clock::now();
-    st = read_jsonl(file, [&](const nlohmann::json& j, std::string& error) {
-        const size_t i = index++;
-        if (i >= n_items) return true;
-        if (!chosen[i]) return true;
-        LongQaItem item;
-        if (!parse_item(j, item, error)) return false;
-        Row row;
-        row.id = item.id;
-        auto source = pipelines::SentenceSource::from_text(std::move(item.document), {}, item.id);
-        pipelines::InfiniRetriOptions o = opt;
-        const std::string where = "question " + std::to_string(rows.size() + 1) + "/" + std::to_string(n_chosen);
-        o.on_progress = [&](const pipelines::InfiniRetriProgress& p) {
-            bar.update(where + "  " + infiniretri_progress_line(p));
-            return true;
-        };
-        const auto t0 = std::chrono::steady_clock::now();
-        auto a = mode == "full" ? reader->answer_full(source, question_text(item), o)
-                                : reader->answer(source, question_text(item), o);
-        row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (!a) {
-            error = item.id + ": " + a.error().message;
-            return false;
-        }
-        row.prediction = a->text;
-        row.tokens = a->n_tokens_read;
-        row.kept_tokens = mode == "full" ? static_cast<int32_t>(a->n_tokens_read) : a->n_cache_tokens;
-        row.truncated = a->truncated;
-        n_truncated += a->truncated;
-        row.em = pipelines::exact_match(row.prediction, item.answers);
-        row.f1 = pipelines::f1_score(row.prediction, item.answers);
-        row.contains = pipelines::contains_answer(row.prediction, item.answers);
+    // Scores an answer and adds its row.
+    auto add_row = [&](Row row, const pipelines::InfiniRetriAnswer& a, const std::vector<std::string>& answers) {
+        row.prediction = a.text;
+        row.tokens = a.n_tokens_read;
+        row.kept_tokens = mode == "full" ? static_cast<int32_t>(a.n_tokens_read) : a.n_cache_tokens;
+        row.truncated = a.truncated;
+        n_truncated += a.truncated;
+        row.em = pipelines::exact_match(row.prediction, answers);
+        row.f1 = pipelines::f1_score(row.prediction, answers);
+        row.contains = pipelines::contains_answer(row.prediction, answers);
         em += row.em;
         f1 += row.f1;
         contains += row.contains;
@@ -177,8 +178,87 @@ int eval_longqa(int argc, char** argv) {
                        std::to_string(f1 / static_cast<double>(rows.size())).substr(0, 5) + ", contains " +
                        std::to_string(contains / static_cast<double>(rows.size())).substr(0, 5),
                    true);
-        return true;
-    });
+    };
+    if (from_kept) {
+        // The chosen questions (their text as asked and their answers; no documents kept), then
+        // every saved reading of one of them answered again, in the saved file's order.
+        std::map<std::string, LongQaItem> asked;
+        st = read_jsonl(file, [&](const nlohmann::json& j, std::string& error) {
+            const size_t i = index++;
+            if (i >= n_items || !chosen[i]) return true;
+            LongQaItem item;
+            if (!parse_item(j, item, error)) return false;
+            item.document.clear();
+            asked.emplace(item.id, std::move(item));
+            return true;
+        });
+        if (st) {
+            n_chosen = 0;
+            st = read_jsonl(*from_kept, [&](const nlohmann::json& j, std::string& error) {
+                const auto it = j.is_object() && j.contains("id") && j["id"].is_string()
+                                    ? asked.find(j["id"].get<std::string>())
+                                    : asked.end();
+                if (it == asked.end()) return true;  // not among the chosen questions
+                const LongQaItem& item = it->second;
+                auto read = saved_reading_from_json(j);
+                if (!read || !j.contains("question") || j["question"] != question_text(item)) {
+                    error = read ? item.id + " was read for another question than " + file + " asks"
+                                 : "not a saved reading (as --save-kept writes them)";
+                    return false;
+                }
+                ++n_chosen;
+                Row row;
+                row.id = item.id;
+                row.seconds = j.value("seconds", 0.0);  // the saved reading's
+                auto a = reader->answer_again(*read, question_text(item), opt);
+                if (!a) {
+                    error = item.id + ": " + a.error().message;
+                    return false;
+                }
+                add_row(std::move(row), *a, item.answers);
+                return true;
+            });
+        }
+        if (st && rows.empty()) st = make_error(Errc::InvalidArgument, *from_kept + ": no saved reading of the chosen questions");
+    } else {
+        st = read_jsonl(file, [&](const nlohmann::json& j, std::string& error) {
+            const size_t i = index++;
+            if (i >= n_items) return true;
+            if (!chosen[i]) return true;
+            LongQaItem item;
+            if (!parse_item(j, item, error)) return false;
+            Row row;
+            row.id = item.id;
+            auto source = pipelines::SentenceSource::from_text(std::move(item.document), {}, item.id);
+            pipelines::InfiniRetriOptions o = opt;
+            const std::string where = "question " + std::to_string(rows.size() + 1) + "/" + std::to_string(n_chosen);
+            o.on_progress = [&](const pipelines::InfiniRetriProgress& p) {
+                bar.update(where + "  " + infiniretri_progress_line(p));
+                return true;
+            };
+            const auto t0 = std::chrono::steady_clock::now();
+            auto a = mode == "full" ? reader->answer_full(source, question_text(item), o)
+                                    : reader->answer(source, question_text(item), o);
+            row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (!a) {
+                error = item.id + ": " + a.error().message;
+                return false;
+            }
+            if (kept_out.is_open()) {
+                nlohmann::json saved = saved_reading_json(*a);
+                saved["id"] = item.id;
+                saved["question"] = question_text(item);
+                saved["seconds"] = row.seconds;
+                kept_out << saved.dump() << '\n' << std::flush;
+                if (!kept_out) {
+                    error = "--save-kept " + *save_kept + ": write failed (disk full?)";
+                    return false;
+                }
+            }
+            add_row(std::move(row), *a, item.answers);
+            return true;
+        });
+    }
     bar.done();
     if (!st) return fail("eval", st.error().message);
     const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
@@ -203,6 +283,7 @@ int eval_longqa(int argc, char** argv) {
                               {"settings", infiniretri_settings_json(opt)},
                               {"peak_rss_mib", peak_rss_mib()},
                               {"questions", nlohmann::json::array()}};
+        if (from_kept) out["kept_file"] = *from_kept;
         for (const auto& r : rows) {
             out["questions"].push_back({{"id", r.id},
                                         {"prediction", r.prediction},

@@ -225,61 +225,22 @@ struct SavedReading {
     pipelines::InfiniRetriAnswer read;  // the kept sentences and the reading counters
 };
 
-nlohmann::json saved_reading_json(const Cell& cell, const std::string& question,
-                                  const pipelines::InfiniRetriAnswer& a) {
-    nlohmann::json j = {{"cell", cell_json(cell, false)},
-                        {"question", question},
-                        {"tokens_read", a.n_tokens_read},
-                        {"tokens_resumed", a.n_tokens_resumed},
-                        {"sentences", a.n_sentences},
-                        {"chunks", a.n_chunks},
-                        {"cache_limit", a.cache_limit},
-                        {"max_prompt_tokens", a.max_prompt_tokens},
-                        {"read_ms", a.read_ms}};
-    auto& kept = j["kept"] = nlohmann::json::array();
-    for (const auto& k : a.kept) {
-        kept.push_back({{"begin", k.begin},
-                        {"end", k.end},
-                        {"text", k.text},
-                        {"ids", k.ids},
-                        {"score", k.score},
-                        {"relevance", k.relevance}});
-    }
+// A --save-kept line: the cell, the question it was read for, and the reading.
+nlohmann::json saved_cell_json(const Cell& cell, const std::string& question, const pipelines::InfiniRetriAnswer& a) {
+    nlohmann::json j = saved_reading_json(a);
+    j["cell"] = cell_json(cell, false);
+    j["question"] = question;
     return j;
 }
 
-// A line written by saved_reading_json(); nullopt when `j` is not one.
-std::optional<SavedReading> saved_reading_from_json(const nlohmann::json& j) {
-    if (!j.is_object() || !j.contains("cell") || !j.contains("kept")) return std::nullopt;
-    auto cell = cell_from_json(j["cell"]);
-    if (!cell) return std::nullopt;
-    try {
-        SavedReading s{std::move(*cell), j.at("question").get<std::string>(), {}};
-        auto& a = s.read;
-        a.n_tokens_read = j.value("tokens_read", int64_t{0});
-        a.n_tokens_resumed = j.value("tokens_resumed", int64_t{0});
-        a.n_sentences = j.value("sentences", int64_t{0});
-        a.n_chunks = j.value("chunks", 0);
-        a.cache_limit = j.value("cache_limit", 0);
-        a.max_prompt_tokens = j.value("max_prompt_tokens", 0);
-        a.read_ms = j.value("read_ms", 0.0);
-        for (const auto& k : j.at("kept")) {
-            pipelines::KeptSentence ks;
-            ks.begin = k.at("begin").get<uint64_t>();
-            ks.end = k.at("end").get<uint64_t>();
-            ks.text = k.at("text").get<std::string>();
-            ks.ids = k.at("ids").get<std::vector<TokenId>>();
-            ks.score = k.value("score", 0.0f);
-            ks.relevance = k.value("relevance", 0.0f);
-            if (ks.ids.empty() || ks.end < ks.begin) return std::nullopt;
-            a.n_cache_tokens += static_cast<int32_t>(ks.ids.size());
-            a.kept.push_back(std::move(ks));
-        }
-        if (a.kept.empty() || s.question.empty()) return std::nullopt;
-        return s;
-    } catch (const nlohmann::json::exception&) {
+// A line written by saved_cell_json(); nullopt when `j` is not one.
+std::optional<SavedReading> saved_cell_from_json(const nlohmann::json& j) {
+    if (!j.is_object() || !j.contains("cell") || !j.contains("question") || !j["question"].is_string())
         return std::nullopt;
-    }
+    auto cell = cell_from_json(j["cell"]);
+    auto read = saved_reading_from_json(j);
+    if (!cell || !read || j["question"].get<std::string>().empty()) return std::nullopt;
+    return SavedReading{std::move(*cell), j["question"].get<std::string>(), std::move(*read)};
 }
 
 // The records of a JSONL file of cells (--from-cells) or of saved readings (--answer-from-kept):
@@ -824,7 +785,7 @@ int answer_from_kept(const std::string& path, const std::vector<Needle>& needles
                      const std::vector<int32_t>& compare, const std::optional<std::string>& plot_path,
                      std::ofstream& cells_out, const std::string& cells_path, bool json, bool verbose) {
     auto saved = read_records<SavedReading>(
-        "--answer-from-kept", path, "a saved reading (as --save-kept writes them)", saved_reading_from_json,
+        "--answer-from-kept", path, "a saved reading (as --save-kept writes them)", saved_cell_from_json,
         [](const SavedReading& r) -> const Cell& { return r.cell; });
     if (!saved) return fail("eval", saved.error().message);
     if (plot_path) {
@@ -1136,7 +1097,7 @@ int eval_niah(int argc, char** argv) {
                         cell.needle_dropped_chunk == 0)
                         cell.needle_dropped_chunk = a->n_chunks;
                     if (kept_out.is_open()) {
-                        kept_out << saved_reading_json(cell, n.question, *a).dump() << '\n' << std::flush;
+                        kept_out << saved_cell_json(cell, n.question, *a).dump() << '\n' << std::flush;
                         if (!kept_out) {
                             bar.done();
                             std::fprintf(stderr, "attnrag eval: --save-kept %s: write failed (disk full?); no more readings are saved\n",

@@ -150,6 +150,56 @@ nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& o)
             {"answer_alternatives", o.answer_alternatives}};
 }
 
+nlohmann::json saved_reading_json(const pipelines::InfiniRetriAnswer& a) {
+    nlohmann::json j = {{"tokens_read", a.n_tokens_read},
+                        {"tokens_resumed", a.n_tokens_resumed},
+                        {"sentences", a.n_sentences},
+                        {"chunks", a.n_chunks},
+                        {"cache_limit", a.cache_limit},
+                        {"max_prompt_tokens", a.max_prompt_tokens},
+                        {"read_ms", a.read_ms}};
+    auto& kept = j["kept"] = nlohmann::json::array();
+    for (const auto& k : a.kept) {
+        kept.push_back({{"begin", k.begin},
+                        {"end", k.end},
+                        {"text", k.text},
+                        {"ids", k.ids},
+                        {"score", k.score},
+                        {"relevance", k.relevance}});
+    }
+    return j;
+}
+
+std::optional<pipelines::InfiniRetriAnswer> saved_reading_from_json(const nlohmann::json& j) {
+    if (!j.is_object() || !j.contains("kept")) return std::nullopt;
+    try {
+        pipelines::InfiniRetriAnswer a;
+        a.n_tokens_read = j.value("tokens_read", int64_t{0});
+        a.n_tokens_resumed = j.value("tokens_resumed", int64_t{0});
+        a.n_sentences = j.value("sentences", int64_t{0});
+        a.n_chunks = j.value("chunks", 0);
+        a.cache_limit = j.value("cache_limit", 0);
+        a.max_prompt_tokens = j.value("max_prompt_tokens", 0);
+        a.read_ms = j.value("read_ms", 0.0);
+        for (const auto& k : j.at("kept")) {
+            pipelines::KeptSentence ks;
+            ks.begin = k.at("begin").get<uint64_t>();
+            ks.end = k.at("end").get<uint64_t>();
+            ks.text = k.at("text").get<std::string>();
+            ks.ids = k.at("ids").get<std::vector<TokenId>>();
+            ks.score = k.value("score", 0.0f);
+            ks.relevance = k.value("relevance", 0.0f);
+            if (ks.ids.empty() || ks.end < ks.begin) return std::nullopt;
+            a.n_cache_tokens += static_cast<int32_t>(ks.ids.size());
+            a.kept.push_back(std::move(ks));
+        }
+        if (a.kept.empty()) return std::nullopt;
+        return a;
+    } catch (const nlohmann::json::exception&) {
+        return std::nullopt;
+    }
+}
+
 Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::InfiniRetriOptions& options) {
     const auto value = args.get("heads");
     if (!value) return {};

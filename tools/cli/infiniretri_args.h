@@ -1,6 +1,7 @@
 // InfiniRetri settings on the command line, shared by `ask --file`, `eval niah` and `eval longqa`.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,14 @@ bool parse_int_list(const std::string& text, std::vector<int32_t>& out);
 // The reading settings a result was measured with, for JSON output: chunk_tokens, top_k,
 // phrase_tokens, score_memory, cache_tokens, answer_context_tokens.
 nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& options);
+
+// A reading saved for answering again without reading (`eval niah|longqa --save-kept`): the
+// reading counters and the kept sentences (byte range, text, token ids, score, relevance) of an
+// InfiniRetri answer; the answer itself is not saved.
+nlohmann::json saved_reading_json(const pipelines::InfiniRetriAnswer& a);
+// A reading written by saved_reading_json(), for InfiniRetri::answer_again; nullopt when `j` is
+// not one (or holds no kept sentence).
+std::optional<pipelines::InfiniRetriAnswer> saved_reading_from_json(const nlohmann::json& j);
 
 // One progress line: a bar over the bytes read, tokens read, reading speed and cache size.
 std::string infiniretri_progress_line(const pipelines::InfiniRetriProgress& p);

@@ -73,9 +73,9 @@ TEST_CASE("ask --file finds a needle in a document and shows where it read it", 
         needle_kept = needle_kept || k["text"] == n.needle;
     }
     CHECK(needle_kept);
-    // The answers it chose among (--answer-alternatives, default 128,256 after the 64-token
+    // The answers it chose among (--answer-alternatives, default 128,256,16 after the 64-token
     // context): exactly one chosen, and it is the answer.
-    REQUIRE(a["candidates"].size() == 3);
+    REQUIRE(a["candidates"].size() == 4);
     CHECK(a["candidates"][0]["answer_context"] == 64);
     int chosen = 0;
     for (const auto& c : a["candidates"]) {
@@ -175,7 +175,7 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     CHECK(j["settings"]["chunk_tokens"] == 1024);
     CHECK(j["settings"]["score_memory"].get<double>() == Approx(0.5));
     CHECK(j["settings"]["answer_context_tokens"] == 64);
-    CHECK(j["settings"]["answer_alternatives"] == nlohmann::json::array({128, 256}));
+    CHECK(j["settings"]["answer_alternatives"] == nlohmann::json::array({128, 256, 16}));
     REQUIRE(j["questions"].size() == 2);
     INFO("needle answer: " << j["questions"][0]["prediction"].get<std::string>());
     CHECK(j["questions"][0]["contains"] == true);

@@ -110,6 +110,7 @@ Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok,
     ATTNRAG_TRY(append_text(tok, p.question, "\n\n", false));
     p.question_offset = size_i32(p.question.size());
     ATTNRAG_TRY(append_text(tok, p.question, "Question: ", false));
+    p.content_offset = size_i32(p.question.size());
     ATTNRAG_TRY(append_text(tok, p.question, question, false));
     ATTNRAG_TRY(append_text(tok, p.question, "\n\n", false));
     ATTNRAG_TRY(append_text(tok, p.question, "Answer:", false));
@@ -148,6 +149,8 @@ struct InfiniRetri::Impl {
             return make_error(Errc::InvalidArgument, "infiniretri: top_k must be >= 1");
         if (o.phrase_tokens < 1)
             return make_error(Errc::InvalidArgument, "infiniretri: phrase_tokens must be >= 1");
+        if (o.relevance_guard < 0)
+            return make_error(Errc::InvalidArgument, "infiniretri: relevance_guard must be >= 0");
         if (!(o.score_memory >= 0.0f && o.score_memory < 1.0f))
             return make_error(Errc::InvalidArgument, "infiniretri: score_memory must be in [0, 1)");
         if (o.cache_tokens < 0)
@@ -220,6 +223,7 @@ struct InfiniRetri::Impl {
         for (int32_t v : {o.chunk_tokens, o.top_k, o.phrase_tokens, run.cache_limit})
             digest_value(h, v);
         digest_value(h, o.score_memory);
+        if (o.relevance_guard > 0) digest_value(h, o.relevance_guard);  // older checkpoints stay valid
         digest_value(h, o.question_weight);
         digest_bytes(h, o.instruction.data(), o.instruction.size());
         for (const auto* v : {&run.probe.layers, &run.probe.heads}) {
@@ -241,9 +245,13 @@ struct InfiniRetri::Impl {
     struct PassScores {
         std::vector<float> score;         // per context token
         std::vector<int32_t> sent_begin;  // per sentence: its first token's index in `score`
+        // With `neutral_rows`: the same filter over the summed attention of the question block's
+        // rows before the question's own words ("\n\nQuestion: "), which cannot depend on it.
+        std::vector<float> neutral = {};
     };
     Result<PassScores> score_pass(Run& run, std::span<KeptSentence* const> sents,
-                                  const InfiniRetriPrompt& question, std::vector<float>& w2) {
+                                  const InfiniRetriPrompt& question, std::vector<float>& w2,
+                                  bool neutral_rows = false) {
         const InfiniRetriOptions& o = *run.opt;
         PassScores out;
         std::vector<TokenId> tokens = run.prompt.prefix;
@@ -258,8 +266,13 @@ struct InfiniRetri::Impl {
         const int32_t n = size_i32(tokens.size());
         run.out.max_prompt_tokens = std::max(run.out.max_prompt_tokens, n);
 
-        run.probe.rows.resize(static_cast<size_t>(n - q_begin));
-        std::iota(run.probe.rows.begin(), run.probe.rows.end(), q_begin);
+        // Probed rows: the question rows [q_begin, n), preceded with neutral_rows by the block's
+        // first rows [ctx_end, q_begin); question rows are indexed from q_row0.
+        const int32_t row_begin = neutral_rows ? ctx_end : q_begin;
+        const int32_t q_row0 = q_begin - row_begin;
+        const int32_t neutral_end = neutral_rows ? ctx_end + question.content_offset - row_begin : 0;
+        run.probe.rows.resize(static_cast<size_t>(n - row_begin));
+        std::iota(run.probe.rows.begin(), run.probe.rows.end(), row_begin);
         ProbeResult att;
         ctx.clear();
         ATTNRAG_TRY(
@@ -269,14 +282,14 @@ struct InfiniRetri::Impl {
         // Question weights: the mass each row puts on the question span [q_begin, row], summed
         // over the read layers and heads.
         if (w2.empty()) {
-            w2.assign(static_cast<size_t>(att.n_rows), 1.0f);
+            w2.assign(static_cast<size_t>(att.n_rows - q_row0), 1.0f);
             if (o.question_weight) {
-                for (int32_t ri = 0; ri < att.n_rows; ++ri) {
+                for (int32_t ri = 0; ri < att.n_rows - q_row0; ++ri) {
                     double w = 0;
                     for (int32_t li = 0; li < att.n_layers; ++li) {
                         for (int32_t hi = 0; hi < att.n_heads; ++hi) {
                             if (!run.pair_used[pair_index(att, li, hi)]) continue;
-                            const auto& p = att.probs[att.index(li, hi, ri)];
+                            const auto& p = att.probs[att.index(li, hi, q_row0 + ri)];
                             for (size_t j = static_cast<size_t>(q_begin); j < p.size(); ++j)
                                 w += p[j];
                         }
@@ -285,25 +298,44 @@ struct InfiniRetri::Impl {
                 }
             }
         }
-        if (w2.size() != static_cast<size_t>(att.n_rows)) {
+        if (w2.size() != static_cast<size_t>(att.n_rows - q_row0)) {
             return make_error(Errc::Internal, "infiniretri: query rows changed between passes");
         }
 
         std::vector<float> a(static_cast<size_t>(ctx_end - ctx_begin), 0.0f);
+        std::vector<float> b(neutral_rows ? a.size() : 0, 0.0f);
         for (int32_t li = 0; li < att.n_layers; ++li) {
             for (int32_t hi = 0; hi < att.n_heads; ++hi) {
                 if (!run.pair_used[pair_index(att, li, hi)]) continue;
-                for (int32_t ri = 0; ri < att.n_rows; ++ri) {
-                    const auto& p = att.probs[att.index(li, hi, ri)];
+                for (int32_t ri = 0; ri < att.n_rows - q_row0; ++ri) {
+                    const auto& p = att.probs[att.index(li, hi, q_row0 + ri)];
                     const float wi = w2[static_cast<size_t>(ri)];
                     for (int32_t j = ctx_begin; j < ctx_end; ++j) {
                         a[static_cast<size_t>(j - ctx_begin)] += wi * p[static_cast<size_t>(j)];
                     }
                 }
+                for (int32_t ri = 0; ri < neutral_end; ++ri) {
+                    const auto& p = att.probs[att.index(li, hi, ri)];
+                    for (int32_t j = ctx_begin; j < ctx_end; ++j) {
+                        b[static_cast<size_t>(j - ctx_begin)] += p[static_cast<size_t>(j)];
+                    }
+                }
             }
         }
         out.score = detail::box_filter(a, o.phrase_tokens);
+        if (neutral_rows) out.neutral = detail::box_filter(b, o.phrase_tokens);
         return out;
+    }
+
+    // Per sentence, its best token value (0 for none above it).
+    static std::vector<float> sentence_best(std::span<const float> v, std::span<KeptSentence* const> sents,
+                                            std::span<const int32_t> sent_begin) {
+        std::vector<float> best(sents.size(), 0.0f);
+        for (size_t k = 0; k < sents.size(); ++k) {
+            const auto b = static_cast<size_t>(sent_begin[k]);
+            for (size_t j = b; j < b + sents[k]->ids.size(); ++j) best[k] = std::max(best[k], v[j]);
+        }
+        return best;
     }
 
     // One chunk pass: prompt over cache + chunk, probe the question rows (weights frozen after
@@ -315,7 +347,7 @@ struct InfiniRetri::Impl {
         std::vector<KeptSentence*> sents;
         for (auto& s : run.cache) sents.push_back(&s);
         for (auto& s : chunk) sents.push_back(&s);
-        auto pass = score_pass(run, sents, run.prompt, run.w2);
+        auto pass = score_pass(run, sents, run.prompt, run.w2, o.relevance_guard > 0);
         if (!pass) return pass.error();
         const std::vector<float>& score = pass->score;
         const std::vector<int32_t>& sent_begin = pass->sent_begin;
@@ -329,13 +361,9 @@ struct InfiniRetri::Impl {
             keep[si] = 1;
         }
         const size_t n_cached = run.cache.size();  // sents[0, n_cached) come from the cache
+        const std::vector<float> best = sentence_best(score, sents, sent_begin);
         for (size_t k = 0; k < sents.size(); ++k) {
-            const auto b = static_cast<size_t>(sent_begin[k]);
-            const size_t e = b + sents[k]->ids.size();
-            float best = 0;
-            for (size_t j = b; j < e; ++j) best = std::max(best, score[j]);
-            if (k < n_cached) best = std::max(best, o.score_memory * sents[k]->score);
-            sents[k]->score = best;
+            sents[k]->score = k < n_cached ? std::max(best[k], o.score_memory * sents[k]->score) : best[k];
         }
         // A cached sentence whose remembered score reaches the k-th best token score stays.
         if (o.score_memory > 0.0f && !top.empty()) {
@@ -344,6 +372,27 @@ struct InfiniRetri::Impl {
             for (size_t k = 0; k < n_cached; ++k) {
                 if (sents[k]->score >= kth) keep[k] = 1;
             }
+        }
+        // Guard: the sentences most relevant to the question so far stay (and go first under the
+        // cap). A sentence's relevance in a pass: its best token's question-row score over the
+        // neutral rows' score, both normalised to sum 1 (plus the mean); it keeps its best one.
+        std::vector<char> guarded(sents.size(), 0);
+        if (o.relevance_guard > 0) {
+            const std::vector<float> rel =
+                sentence_best(detail::calibrated_scores(score, pass->neutral), sents, sent_begin);
+            for (size_t k = 0; k < sents.size(); ++k) {
+                sents[k]->peak_relevance = std::max(sents[k]->peak_relevance, rel[k]);
+            }
+            std::vector<size_t> order(sents.size());
+            std::iota(order.begin(), order.end(), size_t{0});
+            const size_t n_guard = std::min(order.size(), static_cast<size_t>(o.relevance_guard));
+            auto higher = [&](size_t x, size_t y) {
+                const float a = sents[x]->peak_relevance, b = sents[y]->peak_relevance;
+                return a > b || (a == b && x < y);
+            };
+            std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n_guard), order.end(),
+                              higher);
+            for (size_t r = 0; r < n_guard; ++r) keep[order[r]] = guarded[order[r]] = 1;
         }
         // Cap: the best-scoring kept sentences that fit, back in document order.
         int64_t kept_tokens = 0;
@@ -355,8 +404,10 @@ struct InfiniRetri::Impl {
             for (size_t k = 0; k < sents.size(); ++k) {
                 if (keep[k]) order.push_back(k);
             }
-            std::stable_sort(order.begin(), order.end(),
-                             [&](size_t x, size_t y) { return sents[x]->score > sents[y]->score; });
+            std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+                if (guarded[x] != guarded[y]) return guarded[x] > guarded[y];
+                return sents[x]->score > sents[y]->score;
+            });
             std::fill(keep.begin(), keep.end(), 0);
             int64_t used = 0;
             for (size_t k : order) {
@@ -390,24 +441,9 @@ struct InfiniRetri::Impl {
         std::vector<float> neutral_w2;
         auto neutral = score_pass(run, sents, *neutral_prompt, neutral_w2);
         if (!neutral) return neutral.error();
-        auto normalise = [](std::vector<float>& v) {
-            double sum = 0;
-            for (float x : v) sum += x;
-            if (sum > 0) {
-                for (float& x : v) x = static_cast<float>(x / sum);
-            }
-        };
-        normalise(asked->score);
-        normalise(neutral->score);
-        const float floor = 1.0f / static_cast<float>(std::max<size_t>(1, neutral->score.size()));
-        for (size_t k = 0; k < sents.size(); ++k) {
-            const auto b = static_cast<size_t>(asked->sent_begin[k]);
-            const size_t e = b + sents[k]->ids.size();
-            float best = 0;
-            for (size_t j = b; j < e; ++j)
-                best = std::max(best, asked->score[j] / (neutral->score[j] + floor));
-            sents[k]->relevance = best;
-        }
+        const std::vector<float> best =
+            sentence_best(detail::calibrated_scores(asked->score, neutral->score), sents, asked->sent_begin);
+        for (size_t k = 0; k < sents.size(); ++k) sents[k]->relevance = best[k];
         return {};
     }
 

@@ -38,4 +38,21 @@ std::vector<int32_t> top_k_indices(std::span<const float> s, int32_t k) {
     return idx;
 }
 
+std::vector<float> calibrated_scores(std::span<const float> asked, std::span<const float> neutral) {
+    auto normalised = [](std::span<const float> v) {
+        double sum = 0;
+        for (float x : v) sum += x;
+        std::vector<float> out(v.begin(), v.end());
+        if (sum > 0) {
+            for (float& x : out) x = static_cast<float>(x / sum);
+        }
+        return out;
+    };
+    std::vector<float> out = normalised(asked);
+    const std::vector<float> base = normalised(neutral);
+    const float floor = 1.0f / static_cast<float>(std::max<size_t>(1, base.size()));
+    for (size_t j = 0; j < out.size(); ++j) out[j] /= base[j] + floor;
+    return out;
+}
+
 }  // namespace attnrag::pipelines::detail

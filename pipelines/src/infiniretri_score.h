@@ -16,4 +16,9 @@ std::vector<float> box_filter(std::span<const float> a, int32_t width);
 // threshold go to the lower indices.
 std::vector<int32_t> top_k_indices(std::span<const float> s, int32_t k);
 
+// Calibrated token scores: asked[j] / (neutral[j] + 1/n) with both normalised to sum 1 (a zero
+// sum is left as is): attention the question gives a token beyond what a question-independent
+// reader gives it. Sizes must match.
+std::vector<float> calibrated_scores(std::span<const float> asked, std::span<const float> neutral);
+
 }  // namespace attnrag::pipelines::detail

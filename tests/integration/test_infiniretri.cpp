@@ -42,6 +42,26 @@ std::vector<SourceSentence> all_sentences(SentenceSource& src) {
 
 std::string essays() { return test::essays_text(); }
 
+// The cache after each chunk (checkpoints, then the final one) of a small reading of `text`:
+// chunks of 400 tokens, top-k 24, no answer context, the given score memory and relevance guard.
+std::vector<std::vector<KeptSentence>> caches_of(InfiniRetri& ir, const std::string& text,
+                                                 const std::string& question, float memory, int32_t guard) {
+    InfiniRetriOptions o;
+    o.chunk_tokens = 400;
+    o.top_k = 24;
+    o.score_memory = memory;
+    o.relevance_guard = guard;
+    o.answer_context_tokens = 0;
+    o.max_answer_tokens = 2;
+    std::vector<std::vector<KeptSentence>> caches;
+    o.on_checkpoint = [&](const InfiniRetriCheckpoint& c) { caches.push_back(c.cache); };
+    auto src = SentenceSource::from_text(text);
+    auto a = ir.answer(src, question, o);
+    REQUIRE(a.ok());
+    caches.push_back(a->kept);
+    return caches;
+}
+
 struct Needle {
     std::string needle, question;
     std::vector<std::string> answers;
@@ -268,22 +288,7 @@ TEST_CASE("score memory keeps cached sentences that scored high before",
     auto ir = InfiniRetri::create(model, 2);
     REQUIRE(ir.ok());
     const std::string question = "What do addictive things have in common?";
-    // The cache after each chunk (checkpoints, then the final one) for a score memory.
-    auto read = [&](float memory) {
-        InfiniRetriOptions o;
-        o.chunk_tokens = 400;
-        o.top_k = 24;
-        o.score_memory = memory;
-        o.answer_context_tokens = 0;
-        o.max_answer_tokens = 4;
-        std::vector<std::vector<KeptSentence>> caches;
-        o.on_checkpoint = [&](const InfiniRetriCheckpoint& c) { caches.push_back(c.cache); };
-        auto src = SentenceSource::from_text(text);
-        auto a = ir->answer(src, question, o);
-        REQUIRE(a.ok());
-        caches.push_back(a->kept);
-        return caches;
-    };
+    auto read = [&](float memory) { return caches_of(*ir, text, question, memory, 0); };
     auto by_begin = [](const std::vector<KeptSentence>& cache) {
         std::map<uint64_t, float> out;  // begin -> score
         for (const auto& s : cache) out[s.begin] = s.score;
@@ -318,6 +323,70 @@ TEST_CASE("score memory keeps cached sentences that scored high before",
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == Errc::InvalidArgument);
     }
+}
+
+TEST_CASE("the relevance guard keeps the sentences most relevant so far", "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const std::string text = essays().substr(0, 7000);
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    const std::string question = "What do addictive things have in common?";
+    auto read = [&](int32_t guard) { return caches_of(*ir, text, question, 0.0f, guard); };
+    auto by_begin = [](const std::vector<KeptSentence>& cache) {
+        std::map<uint64_t, const KeptSentence*> out;
+        for (const auto& s : cache) out[s.begin] = &s;
+        return out;
+    };
+    const auto reference = read(0);
+    REQUIRE(reference.size() >= 3);
+    for (const auto& cache : reference) {
+        for (const auto& s : cache) CHECK(s.peak_relevance == 0.0f);  // not computed when off
+    }
+    for (int32_t guard : {1, 3}) {
+        const auto guarded = read(guard);
+        REQUIRE(guarded.size() == reference.size());
+        // The first pass: the guard only adds (the question rows and their weights are
+        // unchanged by probing the rows before them too): every sentence the top-k keeps, with
+        // the same score, and at most `guard` more.
+        const auto ref1 = by_begin(reference[0]);
+        const auto got1 = by_begin(guarded[0]);
+        for (const auto& [begin, s] : ref1) {
+            REQUIRE(got1.count(begin) == 1);
+            CHECK(got1.at(begin)->score == Approx(s->score).epsilon(1e-5));
+        }
+        CHECK(got1.size() <= ref1.size() + static_cast<size_t>(guard));
+        // From pass to pass: each of the `guard` most relevant sentences so far stays, with its
+        // best relevance kept, unless `guard` others now hold a higher one.
+        for (size_t i = 0; i + 1 < guarded.size(); ++i) {
+            std::vector<const KeptSentence*> top;
+            for (const auto& s : guarded[i]) {
+                CHECK(s.peak_relevance > 0.0f);
+                top.push_back(&s);
+            }
+            std::sort(top.begin(), top.end(),
+                      [](const KeptSentence* x, const KeptSentence* y) { return x->peak_relevance > y->peak_relevance; });
+            top.resize(std::min(top.size(), static_cast<size_t>(guard)));
+            const auto next = by_begin(guarded[i + 1]);
+            for (const KeptSentence* s : top) {
+                const auto it = next.find(s->begin);
+                if (it != next.end()) {
+                    CHECK(it->second->peak_relevance >= s->peak_relevance);
+                    continue;
+                }
+                size_t higher = 0;
+                for (const auto& t : guarded[i + 1]) higher += t.peak_relevance >= s->peak_relevance ? 1 : 0;
+                CHECK(higher >= static_cast<size_t>(guard));
+            }
+        }
+    }
+    // A guard as large as the chunk keeps every sentence the first pass read (the cap is far).
+    const auto all = read(10000);
+    CHECK(all[0].size() > reference[0].size() + 3);
+
+    auto src = SentenceSource::from_text(text);
+    auto r = ir->answer(src, question, InfiniRetriOptions{.relevance_guard = -1});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::InvalidArgument);
 }
 
 TEST_CASE("sentences longer than a chunk are split at spaces", "[smollm2][infiniretri]") {

@@ -81,6 +81,9 @@ std::vector<OptionSpec> infiniretri_option_specs() {
          "InfiniRetri: a cached sentence competes with the larger of its score and this fraction of its score in "
          "the pass before, so one pass that looks elsewhere does not drop it (default " + shortest(d.score_memory) +
              "; 0: the reference, kept sentences compete again like new ones)"},
+        {"relevance-guard", true,
+         "InfiniRetri: after each pass also keep the N sentences the question attends to most beyond what the "
+         "rows before its words attend to (default " + std::to_string(d.relevance_guard) + ": off)"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
         {"answer-context", true,
          "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "
@@ -102,13 +105,14 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     const long long top_k = args.get_int("top-k", o.top_k);
     const long long cache = args.get_int("cache-tokens", o.cache_tokens);
     const long long answer_context = args.get_int("answer-context", o.answer_context_tokens);
+    const long long guard = args.get_int("relevance-guard", o.relevance_guard);
     if (!args.ok()) {
         error = args.error();
         return false;
     }
     if (chunk < 1 || chunk > INT32_MAX || top_k < 1 || top_k > INT32_MAX || cache < 0 || cache > INT32_MAX ||
-        answer_context < 0 || answer_context > INT32_MAX) {
-        error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens and --answer-context >= 0";
+        answer_context < 0 || answer_context > INT32_MAX || guard < 0 || guard > INT32_MAX) {
+        error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens, --answer-context and --relevance-guard >= 0";
         return false;
     }
     const double memory = args.get_double("score-memory", o.score_memory);
@@ -133,6 +137,7 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     o.answer_context_tokens = static_cast<int32_t>(answer_context);
     o.chunk_tokens = static_cast<int32_t>(chunk);
     o.top_k = static_cast<int32_t>(top_k);
+    o.relevance_guard = static_cast<int32_t>(guard);
     o.cache_tokens = static_cast<int32_t>(cache);
     if (auto l = args.get("layers")) {
         if (!parse_int_list(*l, o.layers)) {
@@ -146,6 +151,7 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
 nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& o) {
     return {{"chunk_tokens", o.chunk_tokens},   {"top_k", o.top_k},
             {"phrase_tokens", o.phrase_tokens}, {"score_memory", o.score_memory},
+            {"relevance_guard", o.relevance_guard},
             {"cache_tokens", o.cache_tokens},   {"answer_context_tokens", o.answer_context_tokens},
             {"answer_alternatives", o.answer_alternatives}};
 }

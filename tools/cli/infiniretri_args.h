@@ -12,8 +12,8 @@
 
 namespace attnrag::cli {
 
-// --chunk-tokens, --top-k, --score-memory, --cache-tokens, --answer-context, --layers, --heads,
-// --heads-dir.
+// --chunk-tokens, --top-k, --score-memory, --relevance-guard, --cache-tokens, --answer-context,
+// --answer-alternatives, --layers, --heads, --heads-dir.
 std::vector<OptionSpec> infiniretri_option_specs();
 
 // Reads those options into `options` (unset ones keep its values); false with `error` set on a
@@ -30,7 +30,8 @@ Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::I
 bool parse_int_list(const std::string& text, std::vector<int32_t>& out);
 
 // The reading settings a result was measured with, for JSON output: chunk_tokens, top_k,
-// phrase_tokens, score_memory, cache_tokens, answer_context_tokens.
+// phrase_tokens, score_memory, relevance_guard, cache_tokens, answer_context_tokens,
+// answer_alternatives.
 nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& options);
 
 // A reading saved for answering again without reading (`eval niah|longqa --save-kept`): the

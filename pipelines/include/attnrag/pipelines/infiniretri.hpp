@@ -110,6 +110,15 @@ struct InfiniRetriOptions {
     // the tokens and a 128K read takes ~1.45x as long (docs/niah/README.md, "Score memory").
     // In [0, 1).
     float score_memory = 0.5f;
+    // Also keep, after each pass, the this many sentences (cached or new) most relevant to the
+    // question so far, even below the bar (and first under the cache cap): a safety net for a
+    // needle that the question's raw attention stops favouring when later chunks hold words it
+    // shares (a 128K haystack's essay about San Francisco). Relevance here is the calibrated score
+    // of answer_context_tokens taken within each chunk pass (no extra pass): the question rows'
+    // attention over that of the rows before the question's words ("Question: "), which cannot
+    // depend on it, so attention sinks that draw every reader count little; a sentence keeps its
+    // best (KeptSentence::peak_relevance). 0 = off (the reference).
+    int32_t relevance_guard = 0;
     // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
     // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question
     // + answer fit the context window.
@@ -189,6 +198,8 @@ struct KeptSentence {
     float score = 0;
     // Calibrated relevance (see InfiniRetriOptions::answer_context_tokens); 0 when not computed.
     float relevance = 0;
+    // With InfiniRetriOptions::relevance_guard: its best in-pass relevance while cached; else 0.
+    float peak_relevance = 0;
 };
 
 // The reading state after a chunk (InfiniRetriOptions::on_checkpoint, ::resume).
@@ -255,6 +266,7 @@ struct InfiniRetriPrompt {
     std::vector<TokenId>
         question;  // "\n\nQuestion: " question "\n\nAnswer:" ... "<|im_start|>assistant\n"
     int32_t question_offset = 0;  // index in `question` of the first token of "Question:"
+    int32_t content_offset = 0;   // index in `question` of the question's first token
 };
 Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok,
                                                    std::string_view instruction,

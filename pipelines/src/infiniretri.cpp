@@ -340,8 +340,8 @@ struct InfiniRetri::Impl {
 
     // One chunk pass: prompt over cache + chunk, probe the question rows (weights frozen after
     // the first chunk), keep the sentences of the top-k smoothed token scores and the cached ones
-    // whose remembered score (options.score_memory) reaches the k-th; capped, they become the new
-    // cache.
+    // whose remembered score (options.score_memory) reaches the k-th, and the relevance_guard
+    // sentences most relevant so far; capped, they become the new cache.
     Status chunk_pass(Run& run, std::vector<KeptSentence>& chunk) {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<KeptSentence*> sents;

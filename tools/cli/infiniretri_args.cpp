@@ -83,7 +83,8 @@ std::vector<OptionSpec> infiniretri_option_specs() {
              "; 0: the reference, kept sentences compete again like new ones)"},
         {"relevance-guard", true,
          "InfiniRetri: after each pass also keep the N sentences the question attends to most beyond what the "
-         "rows before its words attend to (default " + std::to_string(d.relevance_guard) + ": off)"},
+         "rows before its words attend to (default " + std::to_string(d.relevance_guard) +
+             ": off; experimental, at 128K it keeps distractors and loses needles)"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
         {"answer-context", true,
          "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "

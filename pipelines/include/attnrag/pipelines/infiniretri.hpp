@@ -110,14 +110,16 @@ struct InfiniRetriOptions {
     // the tokens and a 128K read takes ~1.45x as long (docs/niah/README.md, "Score memory").
     // In [0, 1).
     float score_memory = 0.5f;
-    // Also keep, after each pass, the this many sentences (cached or new) most relevant to the
-    // question so far, even below the bar (and first under the cache cap): a safety net for a
-    // needle that the question's raw attention stops favouring when later chunks hold words it
-    // shares (a 128K haystack's essay about San Francisco). Relevance here is the calibrated score
-    // of answer_context_tokens taken within each chunk pass (no extra pass): the question rows'
-    // attention over that of the rows before the question's words ("Question: "), which cannot
-    // depend on it, so attention sinks that draw every reader count little; a sentence keeps its
-    // best (KeptSentence::peak_relevance). 0 = off (the reference).
+    // Experimental. Also keep, after each pass, this many sentences (cached or new) most relevant
+    // to the question so far, even below the bar (and first under the cache cap): meant as a
+    // safety net for a needle that the question's raw attention stops favouring. Relevance here
+    // is the calibrated score of answer_context_tokens taken within each chunk pass (no extra
+    // pass): the question rows' attention over that of the rows before the question's words
+    // ("Question: "), which cannot depend on it; a sentence keeps its best
+    // (KeptSentence::peak_relevance). With 3 it finds a 128K needle the defaults lose and keeps
+    // the 4K/16K grids at 55/55, but at 128K it holds distractors that share the question's words
+    // in every later prompt and loses two needles the defaults find (docs/niah/README.md,
+    // "Relevance guard"). 0 = off (the default).
     int32_t relevance_guard = 0;
     // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
     // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question

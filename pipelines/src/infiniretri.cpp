@@ -133,8 +133,10 @@ struct InfiniRetri::Impl {
         // options.layer_heads picks some of the probed layer x head grid).
         std::vector<char> pair_used;
         int32_t cache_limit = 0;
+        int32_t reserve_limit = 0;  // tokens the reserve may hold
         std::vector<float> w2;  // squared question weight per query row (frozen after chunk 1)
         std::vector<KeptSentence> cache;
+        std::vector<KeptSentence> reserve;  // options.relevance_reserve, in document order
         std::string question;
         InfiniRetriAnswer out;
     };
@@ -149,8 +151,8 @@ struct InfiniRetri::Impl {
             return make_error(Errc::InvalidArgument, "infiniretri: top_k must be >= 1");
         if (o.phrase_tokens < 1)
             return make_error(Errc::InvalidArgument, "infiniretri: phrase_tokens must be >= 1");
-        if (o.relevance_guard < 0)
-            return make_error(Errc::InvalidArgument, "infiniretri: relevance_guard must be >= 0");
+        if (o.relevance_reserve < 0)
+            return make_error(Errc::InvalidArgument, "infiniretri: relevance_reserve must be >= 0");
         if (!(o.score_memory >= 0.0f && o.score_memory < 1.0f))
             return make_error(Errc::InvalidArgument, "infiniretri: score_memory must be in [0, 1)");
         if (o.cache_tokens < 0)
@@ -223,7 +225,7 @@ struct InfiniRetri::Impl {
         for (int32_t v : {o.chunk_tokens, o.top_k, o.phrase_tokens, run.cache_limit})
             digest_value(h, v);
         digest_value(h, o.score_memory);
-        if (o.relevance_guard > 0) digest_value(h, o.relevance_guard);  // older checkpoints stay valid
+        if (o.relevance_reserve > 0) digest_value(h, o.relevance_reserve);  // older checkpoints stay valid
         digest_value(h, o.question_weight);
         digest_bytes(h, o.instruction.data(), o.instruction.size());
         for (const auto* v : {&run.probe.layers, &run.probe.heads}) {
@@ -340,14 +342,14 @@ struct InfiniRetri::Impl {
 
     // One chunk pass: prompt over cache + chunk, probe the question rows (weights frozen after
     // the first chunk), keep the sentences of the top-k smoothed token scores and the cached ones
-    // whose remembered score (options.score_memory) reaches the k-th, and the relevance_guard
-    // sentences most relevant so far; capped, they become the new cache.
+    // whose remembered score (options.score_memory) reaches the k-th; capped, they become the new
+    // cache. The others may go to the reserve (options.relevance_reserve).
     Status chunk_pass(Run& run, std::vector<KeptSentence>& chunk) {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<KeptSentence*> sents;
         for (auto& s : run.cache) sents.push_back(&s);
         for (auto& s : chunk) sents.push_back(&s);
-        auto pass = score_pass(run, sents, run.prompt, run.w2, o.relevance_guard > 0);
+        auto pass = score_pass(run, sents, run.prompt, run.w2, o.relevance_reserve > 0);
         if (!pass) return pass.error();
         const std::vector<float>& score = pass->score;
         const std::vector<int32_t>& sent_begin = pass->sent_begin;
@@ -373,26 +375,14 @@ struct InfiniRetri::Impl {
                 if (sents[k]->score >= kth) keep[k] = 1;
             }
         }
-        // Guard: the sentences most relevant to the question so far stay (and go first under the
-        // cap). A sentence's relevance in a pass: its best token's question-row score over the
-        // neutral rows' score, both normalised to sum 1 (plus the mean); it keeps its best one.
-        std::vector<char> guarded(sents.size(), 0);
-        if (o.relevance_guard > 0) {
+        // Relevance in this pass: a sentence's best token's question-row score over the neutral
+        // rows' score, both normalised to sum 1 (plus the mean); it keeps its best.
+        if (o.relevance_reserve > 0) {
             const std::vector<float> rel =
                 sentence_best(detail::calibrated_scores(score, pass->neutral), sents, sent_begin);
             for (size_t k = 0; k < sents.size(); ++k) {
                 sents[k]->peak_relevance = std::max(sents[k]->peak_relevance, rel[k]);
             }
-            std::vector<size_t> order(sents.size());
-            std::iota(order.begin(), order.end(), size_t{0});
-            const size_t n_guard = std::min(order.size(), static_cast<size_t>(o.relevance_guard));
-            auto higher = [&](size_t x, size_t y) {
-                const float a = sents[x]->peak_relevance, b = sents[y]->peak_relevance;
-                return a > b || (a == b && x < y);
-            };
-            std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n_guard), order.end(),
-                              higher);
-            for (size_t r = 0; r < n_guard; ++r) keep[order[r]] = guarded[order[r]] = 1;
         }
         // Cap: the best-scoring kept sentences that fit, back in document order.
         int64_t kept_tokens = 0;
@@ -404,10 +394,8 @@ struct InfiniRetri::Impl {
             for (size_t k = 0; k < sents.size(); ++k) {
                 if (keep[k]) order.push_back(k);
             }
-            std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
-                if (guarded[x] != guarded[y]) return guarded[x] > guarded[y];
-                return sents[x]->score > sents[y]->score;
-            });
+            std::stable_sort(order.begin(), order.end(),
+                             [&](size_t x, size_t y) { return sents[x]->score > sents[y]->score; });
             std::fill(keep.begin(), keep.end(), 0);
             int64_t used = 0;
             for (size_t k : order) {
@@ -418,12 +406,38 @@ struct InfiniRetri::Impl {
                 }
             }
         }
-        std::vector<KeptSentence> next;
+        std::vector<KeptSentence> next, dropped;
         for (size_t k = 0; k < sents.size(); ++k) {
-            if (keep[k]) next.push_back(std::move(*sents[k]));
+            if (keep[k]) {
+                next.push_back(std::move(*sents[k]));
+            } else if (o.relevance_reserve > 0) {
+                dropped.push_back(std::move(*sents[k]));
+            }
         }
         run.cache = std::move(next);
+        if (o.relevance_reserve > 0) update_reserve(run, std::move(dropped));
         return {};
+    }
+
+    // The reserve becomes the relevance_reserve most relevant of itself and `dropped` (the
+    // earlier of equals) that fit reserve_limit, in document order.
+    static void update_reserve(Run& run, std::vector<KeptSentence> dropped) {
+        std::vector<KeptSentence>& pool = dropped;
+        for (auto& s : run.reserve) pool.push_back(std::move(s));
+        std::sort(pool.begin(), pool.end(), [](const KeptSentence& x, const KeptSentence& y) {
+            return x.peak_relevance > y.peak_relevance || (x.peak_relevance == y.peak_relevance && x.begin < y.begin);
+        });
+        run.reserve.clear();
+        int64_t used = 0;
+        for (auto& s : pool) {
+            if (run.reserve.size() == static_cast<size_t>(run.opt->relevance_reserve)) break;
+            const auto len = static_cast<int64_t>(s.ids.size());
+            if (used + len > run.reserve_limit) continue;
+            used += len;
+            run.reserve.push_back(std::move(s));
+        }
+        std::sort(run.reserve.begin(), run.reserve.end(),
+                  [](const KeptSentence& x, const KeptSentence& y) { return x.begin < y.begin; });
     }
 
     // KeptSentence::relevance of the final cache: two passes over it, with the question and with
@@ -576,6 +590,7 @@ struct InfiniRetri::Impl {
                                       std::to_string(cp.next_end));
             }
             run.cache = cp.cache;
+            run.reserve = cp.reserve;
             run.w2 = cp.question_weights;
             run.out.n_tokens_read = cp.n_tokens_read;
             run.out.n_tokens_resumed = cp.n_tokens_read;
@@ -606,6 +621,8 @@ struct InfiniRetri::Impl {
         }
         run.cache_limit = std::min(o.cache_tokens, room);
         run.out.cache_limit = run.cache_limit;
+        // The final ranking and a whole-cache answer read the reserve beside a full cache.
+        run.reserve_limit = ctx.n_ctx() - fixed - o.max_answer_tokens - run.cache_limit;
         set_probe_heads(run, o);
         run.probe.keep_probs = true;
         run.probe.stop_after_last_layer = true;
@@ -638,7 +655,8 @@ struct InfiniRetri::Impl {
                     .n_chunks = run.out.n_chunks,
                     .max_prompt_tokens = run.out.max_prompt_tokens,
                     .question_weights = run.w2,
-                    .cache = run.cache});
+                    .cache = run.cache,
+                    .reserve = run.reserve});
             }
             chunk.clear();
             chunk_n = 0;
@@ -677,6 +695,12 @@ struct InfiniRetri::Impl {
             return make_error(Errc::InvalidArgument, source.name() + ": no text to read");
         run.out.read_ms = ms_since(t0);
         run.out.kept = std::move(run.cache);
+        for (auto& s : run.reserve) {
+            s.reserved = true;
+            run.out.kept.push_back(std::move(s));
+        }
+        std::stable_sort(run.out.kept.begin(), run.out.kept.end(),
+                         [](const KeptSentence& x, const KeptSentence& y) { return x.begin < y.begin; });
         run.out.n_cache_tokens = n_tokens_of(run.out.kept);
         if (o.answer_context_tokens <= 0) return final_answer(run, run.out.kept, t0);
         // Ranked even when the whole cache fits, so that answer_again() can pick a smaller

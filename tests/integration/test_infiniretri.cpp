@@ -9,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "attnrag/model.hpp"
 #include "attnrag/pipelines/infiniretri.hpp"
@@ -42,24 +43,38 @@ std::vector<SourceSentence> all_sentences(SentenceSource& src) {
 
 std::string essays() { return test::essays_text(); }
 
-// The cache after each chunk (checkpoints, then the final one) of a small reading of `text`:
-// chunks of 400 tokens, top-k 24, no answer context, the given score memory and relevance guard.
-std::vector<std::vector<KeptSentence>> caches_of(InfiniRetri& ir, const std::string& text,
-                                                 const std::string& question, float memory, int32_t guard) {
+// A small reading of `text`: chunks of 400 tokens, top-k 24, no answer context (unless given),
+// the given score memory and relevance reserve.
+struct SmallReading {
+    std::vector<InfiniRetriCheckpoint> checkpoints;  // after each chunk but the last
+    InfiniRetriAnswer answer;
+    // The cache after each chunk: the checkpoints', then the final kept sentences.
+    std::vector<std::vector<KeptSentence>> caches() const {
+        std::vector<std::vector<KeptSentence>> out;
+        for (const auto& c : checkpoints) out.push_back(c.cache);
+        out.push_back(answer.kept);
+        return out;
+    }
+};
+
+SmallReading read_small(InfiniRetri& ir, const std::string& text, const std::string& question, float memory,
+                        int32_t reserve, int32_t answer_context = 0, const InfiniRetriCheckpoint* resume = nullptr) {
     InfiniRetriOptions o;
     o.chunk_tokens = 400;
     o.top_k = 24;
     o.score_memory = memory;
-    o.relevance_guard = guard;
-    o.answer_context_tokens = 0;
+    o.relevance_reserve = reserve;
+    o.answer_context_tokens = answer_context;
+    o.answer_alternatives.clear();
     o.max_answer_tokens = 2;
-    std::vector<std::vector<KeptSentence>> caches;
-    o.on_checkpoint = [&](const InfiniRetriCheckpoint& c) { caches.push_back(c.cache); };
+    o.resume = resume;
+    SmallReading out;
+    o.on_checkpoint = [&](const InfiniRetriCheckpoint& c) { out.checkpoints.push_back(c); };
     auto src = SentenceSource::from_text(text);
     auto a = ir.answer(src, question, o);
     REQUIRE(a.ok());
-    caches.push_back(a->kept);
-    return caches;
+    out.answer = std::move(a).value();
+    return out;
 }
 
 struct Needle {
@@ -288,7 +303,7 @@ TEST_CASE("score memory keeps cached sentences that scored high before",
     auto ir = InfiniRetri::create(model, 2);
     REQUIRE(ir.ok());
     const std::string question = "What do addictive things have in common?";
-    auto read = [&](float memory) { return caches_of(*ir, text, question, memory, 0); };
+    auto read = [&](float memory) { return read_small(*ir, text, question, memory, 0).caches(); };
     auto by_begin = [](const std::vector<KeptSentence>& cache) {
         std::map<uint64_t, float> out;  // begin -> score
         for (const auto& s : cache) out[s.begin] = s.score;
@@ -325,66 +340,110 @@ TEST_CASE("score memory keeps cached sentences that scored high before",
     }
 }
 
-TEST_CASE("the relevance guard keeps the sentences most relevant so far", "[smollm2][infiniretri]") {
+TEST_CASE("the relevance reserve holds the most relevant dropped sentences for the answer",
+          "[smollm2][infiniretri]") {
     const Model& model = real_model();
     const std::string text = essays().substr(0, 7000);
     auto ir = InfiniRetri::create(model, 2);
     REQUIRE(ir.ok());
     const std::string question = "What do addictive things have in common?";
-    auto read = [&](int32_t guard) { return caches_of(*ir, text, question, 0.0f, guard); };
-    auto by_begin = [](const std::vector<KeptSentence>& cache) {
-        std::map<uint64_t, const KeptSentence*> out;
-        for (const auto& s : cache) out[s.begin] = &s;
+    auto begins = [](const std::vector<KeptSentence>& v) {
+        std::set<uint64_t> out;
+        for (const auto& s : v) out.insert(s.begin);
         return out;
     };
-    const auto reference = read(0);
-    REQUIRE(reference.size() >= 3);
-    for (const auto& cache : reference) {
-        for (const auto& s : cache) CHECK(s.peak_relevance == 0.0f);  // not computed when off
+    auto least = [](const std::vector<KeptSentence>& v) {
+        float m = std::numeric_limits<float>::infinity();
+        for (const auto& s : v) m = std::min(m, s.peak_relevance);
+        return m;
+    };
+    const SmallReading plain = read_small(*ir, text, question, 0.0f, 0);
+    REQUIRE(plain.checkpoints.size() >= 3);
+    for (const auto& cp : plain.checkpoints) {
+        CHECK(cp.reserve.empty());
+        for (const auto& s : cp.cache) CHECK(s.peak_relevance == 0.0f);  // not computed when off
     }
-    for (int32_t guard : {1, 3}) {
-        const auto guarded = read(guard);
-        REQUIRE(guarded.size() == reference.size());
-        // The first pass: the guard only adds (the question rows and their weights are
-        // unchanged by probing the rows before them too): every sentence the top-k keeps, with
-        // the same score, and at most `guard` more.
-        const auto ref1 = by_begin(reference[0]);
-        const auto got1 = by_begin(guarded[0]);
-        for (const auto& [begin, s] : ref1) {
-            REQUIRE(got1.count(begin) == 1);
-            CHECK(got1.at(begin)->score == Approx(s->score).epsilon(1e-5));
-        }
-        CHECK(got1.size() <= ref1.size() + static_cast<size_t>(guard));
-        // From pass to pass: each of the `guard` most relevant sentences so far stays, with its
-        // best relevance kept, unless `guard` others now hold a higher one.
-        for (size_t i = 0; i + 1 < guarded.size(); ++i) {
-            std::vector<const KeptSentence*> top;
-            for (const auto& s : guarded[i]) {
-                CHECK(s.peak_relevance > 0.0f);
-                top.push_back(&s);
-            }
-            std::sort(top.begin(), top.end(),
-                      [](const KeptSentence* x, const KeptSentence* y) { return x->peak_relevance > y->peak_relevance; });
-            top.resize(std::min(top.size(), static_cast<size_t>(guard)));
-            const auto next = by_begin(guarded[i + 1]);
-            for (const KeptSentence* s : top) {
-                const auto it = next.find(s->begin);
-                if (it != next.end()) {
-                    CHECK(it->second->peak_relevance >= s->peak_relevance);
-                    continue;
-                }
-                size_t higher = 0;
-                for (const auto& t : guarded[i + 1]) higher += t.peak_relevance >= s->peak_relevance ? 1 : 0;
-                CHECK(higher >= static_cast<size_t>(guard));
-            }
-        }
-    }
-    // A guard as large as the chunk keeps every sentence the first pass read (the cap is far).
-    const auto all = read(10000);
-    CHECK(all[0].size() > reference[0].size() + 3);
+    for (const auto& s : plain.answer.kept) CHECK_FALSE(s.reserved);
 
+    for (int32_t n : {1, 3}) {
+        const SmallReading r = read_small(*ir, text, question, 0.0f, n);
+        REQUIRE(r.checkpoints.size() == plain.checkpoints.size());
+        for (size_t i = 0; i < r.checkpoints.size(); ++i) {
+            const auto& cp = r.checkpoints[i];
+            // The reading is the one without a reserve: the same cache with the same scores.
+            const auto& ref = plain.checkpoints[i].cache;
+            REQUIRE(cp.cache.size() == ref.size());
+            for (size_t k = 0; k < ref.size(); ++k) {
+                CHECK(cp.cache[k].begin == ref[k].begin);
+                CHECK(cp.cache[k].score == Approx(ref[k].score).epsilon(1e-5));
+                CHECK(cp.cache[k].peak_relevance > 0.0f);
+            }
+            // The reserve: n sentences (every pass here drops more), none of them cached, in
+            // document order.
+            CHECK(cp.reserve.size() == static_cast<size_t>(n));
+            const auto cached = begins(cp.cache);
+            for (size_t k = 0; k < cp.reserve.size(); ++k) {
+                CHECK(cached.count(cp.reserve[k].begin) == 0);
+                CHECK(cp.reserve[k].peak_relevance > 0.0f);
+                if (k > 0) CHECK(cp.reserve[k - 1].end <= cp.reserve[k].begin);
+            }
+            if (i == 0) continue;
+            // The reserve only gets more relevant; a sentence the cache dropped is reserved unless
+            // the reserve holds ones at least as relevant.
+            const auto& before = r.checkpoints[i - 1];
+            CHECK(least(cp.reserve) >= least(before.reserve));
+            const auto reserved = begins(cp.reserve);
+            for (const auto& s : before.cache) {
+                if (cached.count(s.begin) || reserved.count(s.begin)) continue;
+                CHECK(least(cp.reserve) >= s.peak_relevance);
+            }
+        }
+        // The answer reads the last cache and the reserve, in document order, the reserved ones
+        // marked.
+        size_t n_reserved = 0;
+        std::set<uint64_t> from_cache;
+        for (size_t k = 0; k < r.answer.kept.size(); ++k) {
+            const auto& s = r.answer.kept[k];
+            if (k > 0) CHECK(r.answer.kept[k - 1].end <= s.begin);
+            if (s.reserved) {
+                ++n_reserved;
+            } else {
+                from_cache.insert(s.begin);
+            }
+        }
+        CHECK(n_reserved == static_cast<size_t>(n));
+        CHECK(from_cache == begins(plain.answer.kept));
+
+        // A resumed reading carries the reserve on: the same answer context.
+        const SmallReading resumed = read_small(*ir, text, question, 0.0f, n, 0, &r.checkpoints[1]);
+        REQUIRE(resumed.answer.kept.size() == r.answer.kept.size());
+        for (size_t k = 0; k < r.answer.kept.size(); ++k) {
+            CHECK(resumed.answer.kept[k].begin == r.answer.kept[k].begin);
+            CHECK(resumed.answer.kept[k].reserved == r.answer.kept[k].reserved);
+        }
+    }
+    // Ranked for the answer with the cache.
+    const SmallReading ranked = read_small(*ir, text, question, 0.0f, 3, 64);
+    CHECK(std::count_if(ranked.answer.kept.begin(), ranked.answer.kept.end(),
+                        [](const KeptSentence& s) { return s.reserved; }) == 3);
+    for (const auto& s : ranked.answer.kept) CHECK(s.relevance > 0.0f);
+
+    // A checkpoint of a reading without a reserve does not resume one with it.
+    {
+        InfiniRetriOptions o;
+        o.chunk_tokens = 400;
+        o.top_k = 24;
+        o.score_memory = 0.0f;
+        o.relevance_reserve = 3;
+        o.answer_context_tokens = 0;
+        o.resume = &plain.checkpoints[1];
+        auto src = SentenceSource::from_text(text);
+        auto bad = ir->answer(src, question, o);
+        REQUIRE_FALSE(bad.ok());
+        CHECK(bad.error().code == Errc::InvalidArgument);
+    }
     auto src = SentenceSource::from_text(text);
-    auto r = ir->answer(src, question, InfiniRetriOptions{.relevance_guard = -1});
+    auto r = ir->answer(src, question, InfiniRetriOptions{.relevance_reserve = -1});
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == Errc::InvalidArgument);
 }

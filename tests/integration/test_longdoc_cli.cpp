@@ -174,7 +174,7 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     // The reading settings the numbers were measured with (the defaults here).
     CHECK(j["settings"]["chunk_tokens"] == 1024);
     CHECK(j["settings"]["score_memory"].get<double>() == Approx(0.5));
-    CHECK(j["settings"]["relevance_guard"] == 0);
+    CHECK(j["settings"]["relevance_reserve"] == 0);
     CHECK(j["settings"]["answer_context_tokens"] == 64);
     CHECK(j["settings"]["answer_alternatives"] == nlohmann::json::array({128, 256, 16}));
     REQUIRE(j["questions"].size() == 2);
@@ -258,10 +258,10 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
         CHECK(r2.out.find("--answer-alternatives") != std::string::npos);
     }
     for (const char* bad : {"-1", "two"}) {
-        auto r2 = run_cli("eval longqa --relevance-guard " + std::string(bad) + " " + model_args() + " " + file.string(),
+        auto r2 = run_cli("eval longqa --relevance-reserve " + std::string(bad) + " " + model_args() + " " + file.string(),
                           true);
         CHECK(r2.code == 2);
-        CHECK(r2.out.find("--relevance-guard") != std::string::npos);
+        CHECK(r2.out.find("--relevance-reserve") != std::string::npos);
     }
 }
 

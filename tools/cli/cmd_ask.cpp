@@ -148,6 +148,7 @@ nlohmann::json file_answer_json(const std::string& question, const std::string& 
     };
     for (const auto& s : a.kept) {
         out["kept"].push_back({{"begin", s.begin}, {"end", s.end}, {"score", s.score}, {"relevance", s.relevance}, {"text", s.text}});
+        if (s.reserved) out["kept"].back()["reserved"] = true;
     }
     if (!a.candidates.empty()) {
         auto& cs = out["candidates"] = nlohmann::json::array();

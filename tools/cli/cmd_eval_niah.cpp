@@ -42,6 +42,7 @@ struct Cell {
     std::string needle_id;
     bool hit = false, skipped = false;
     bool needle_kept = false;  // InfiniRetri: a kept sentence holds the needle (retrieval worked)
+    bool needle_reserved = false;  // that sentence came from the reserve, not the last cache
     // Its rank among the kept sentences (1 = best; 0 = not kept): by relevance where computed
     // (--answer-context), else by score.
     int32_t needle_rank = 0;
@@ -97,6 +98,7 @@ nlohmann::json cell_json(const Cell& c, bool with_variants) {
                         {"needle_cached_chunk", c.needle_cached_chunk},
                         {"needle_dropped_chunk", c.needle_dropped_chunk},
                         {"prediction", c.prediction}};
+    if (c.needle_reserved) j["needle_reserved"] = true;
     if (!c.candidates.empty()) {
         auto& cs = j["candidates"] = nlohmann::json::array();
         for (const auto& v : c.candidates) {
@@ -132,6 +134,7 @@ std::optional<Cell> cell_from_json(const nlohmann::json& j) {
         c.cache_tokens = j.value("cache_tokens", 0);
         c.needle_kept = j.value("needle_kept", false);
         c.needle_rank = j.value("needle_rank", 0);
+        c.needle_reserved = j.value("needle_reserved", false);
         c.needle_cached_chunk = j.value("needle_cached_chunk", 0);
         c.needle_dropped_chunk = j.value("needle_dropped_chunk", 0);
         c.prediction = j.value("prediction", std::string());
@@ -172,6 +175,7 @@ Status score_cell(Cell& cell, const pipelines::InfiniRetriAnswer& a, const Needl
     const auto holds = [&](const pipelines::KeptSentence& k) { return k.text.find(n.needle) != std::string::npos; };
     const auto needle_at = std::find_if(a.kept.begin(), a.kept.end(), holds);
     cell.needle_kept = needle_at != a.kept.end();
+    cell.needle_reserved = cell.needle_kept && needle_at->reserved;
     cell.needle_rank = 0;
     if (cell.needle_kept) {
         cell.needle_rank = 1 + static_cast<int32_t>(std::count_if(
@@ -1092,8 +1096,9 @@ int eval_niah(int argc, char** argv) {
                         checkpoints[k - 1] = std::move(c);
                     }
                     // The last chunk makes no checkpoint.
-                    if (cell.needle_kept && cell.needle_cached_chunk == 0) cell.needle_cached_chunk = a->n_chunks;
-                    if (mode == "infiniretri" && !cell.needle_kept && cell.needle_cached_chunk != 0 &&
+                    const bool in_cache = cell.needle_kept && !cell.needle_reserved;
+                    if (in_cache && cell.needle_cached_chunk == 0) cell.needle_cached_chunk = a->n_chunks;
+                    if (mode == "infiniretri" && !in_cache && cell.needle_cached_chunk != 0 &&
                         cell.needle_dropped_chunk == 0)
                         cell.needle_dropped_chunk = a->n_chunks;
                     if (kept_out.is_open()) {

@@ -81,10 +81,10 @@ std::vector<OptionSpec> infiniretri_option_specs() {
          "InfiniRetri: a cached sentence competes with the larger of its score and this fraction of its score in "
          "the pass before, so one pass that looks elsewhere does not drop it (default " + shortest(d.score_memory) +
              "; 0: the reference, kept sentences compete again like new ones)"},
-        {"relevance-guard", true,
-         "InfiniRetri: after each pass also keep the N sentences the question attends to most beyond what the "
-         "rows before its words attend to (default " + std::to_string(d.relevance_guard) +
-             ": off; experimental, at 128K it keeps distractors and loses needles)"},
+        {"relevance-reserve", true,
+         "InfiniRetri: hold outside the prompts the N dropped sentences the question attended to most beyond "
+         "what the rows before its words did, and rank them with the cache for the answer (default " +
+             std::to_string(d.relevance_reserve) + ": off; experimental)"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
         {"answer-context", true,
          "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "
@@ -106,14 +106,14 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     const long long top_k = args.get_int("top-k", o.top_k);
     const long long cache = args.get_int("cache-tokens", o.cache_tokens);
     const long long answer_context = args.get_int("answer-context", o.answer_context_tokens);
-    const long long guard = args.get_int("relevance-guard", o.relevance_guard);
+    const long long reserve = args.get_int("relevance-reserve", o.relevance_reserve);
     if (!args.ok()) {
         error = args.error();
         return false;
     }
     if (chunk < 1 || chunk > INT32_MAX || top_k < 1 || top_k > INT32_MAX || cache < 0 || cache > INT32_MAX ||
-        answer_context < 0 || answer_context > INT32_MAX || guard < 0 || guard > INT32_MAX) {
-        error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens, --answer-context and --relevance-guard >= 0";
+        answer_context < 0 || answer_context > INT32_MAX || reserve < 0 || reserve > INT32_MAX) {
+        error = "--chunk-tokens and --top-k must be >= 1, --cache-tokens, --answer-context and --relevance-reserve >= 0";
         return false;
     }
     const double memory = args.get_double("score-memory", o.score_memory);
@@ -138,7 +138,7 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     o.answer_context_tokens = static_cast<int32_t>(answer_context);
     o.chunk_tokens = static_cast<int32_t>(chunk);
     o.top_k = static_cast<int32_t>(top_k);
-    o.relevance_guard = static_cast<int32_t>(guard);
+    o.relevance_reserve = static_cast<int32_t>(reserve);
     o.cache_tokens = static_cast<int32_t>(cache);
     if (auto l = args.get("layers")) {
         if (!parse_int_list(*l, o.layers)) {
@@ -152,7 +152,7 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
 nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& o) {
     return {{"chunk_tokens", o.chunk_tokens},   {"top_k", o.top_k},
             {"phrase_tokens", o.phrase_tokens}, {"score_memory", o.score_memory},
-            {"relevance_guard", o.relevance_guard},
+            {"relevance_reserve", o.relevance_reserve},
             {"cache_tokens", o.cache_tokens},   {"answer_context_tokens", o.answer_context_tokens},
             {"answer_alternatives", o.answer_alternatives}};
 }
@@ -173,6 +173,7 @@ nlohmann::json saved_reading_json(const pipelines::InfiniRetriAnswer& a) {
                         {"ids", k.ids},
                         {"score", k.score},
                         {"relevance", k.relevance}});
+        if (k.reserved) kept.back()["reserved"] = true;
     }
     return j;
 }
@@ -196,6 +197,7 @@ std::optional<pipelines::InfiniRetriAnswer> saved_reading_from_json(const nlohma
             ks.ids = k.at("ids").get<std::vector<TokenId>>();
             ks.score = k.value("score", 0.0f);
             ks.relevance = k.value("relevance", 0.0f);
+            ks.reserved = k.value("reserved", false);
             if (ks.ids.empty() || ks.end < ks.begin) return std::nullopt;
             a.n_cache_tokens += static_cast<int32_t>(ks.ids.size());
             a.kept.push_back(std::move(ks));

@@ -12,7 +12,7 @@
 
 namespace attnrag::cli {
 
-// --chunk-tokens, --top-k, --score-memory, --relevance-guard, --cache-tokens, --answer-context,
+// --chunk-tokens, --top-k, --score-memory, --relevance-reserve, --cache-tokens, --answer-context,
 // --answer-alternatives, --layers, --heads, --heads-dir.
 std::vector<OptionSpec> infiniretri_option_specs();
 
@@ -30,12 +30,12 @@ Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::I
 bool parse_int_list(const std::string& text, std::vector<int32_t>& out);
 
 // The reading settings a result was measured with, for JSON output: chunk_tokens, top_k,
-// phrase_tokens, score_memory, relevance_guard, cache_tokens, answer_context_tokens,
+// phrase_tokens, score_memory, relevance_reserve, cache_tokens, answer_context_tokens,
 // answer_alternatives.
 nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& options);
 
 // A reading saved for answering again without reading (`eval niah|longqa --save-kept`): the
-// reading counters and the kept sentences (byte range, text, token ids, score, relevance) of an
+// reading counters and the kept sentences (byte range, text, token ids, score, relevance, reserved) of an
 // InfiniRetri answer; the answer itself is not saved.
 nlohmann::json saved_reading_json(const pipelines::InfiniRetriAnswer& a);
 // A reading written by saved_reading_json(), for InfiniRetri::answer_again; nullopt when `j` is

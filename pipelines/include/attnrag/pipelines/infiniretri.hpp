@@ -110,17 +110,19 @@ struct InfiniRetriOptions {
     // the tokens and a 128K read takes ~1.45x as long (docs/niah/README.md, "Score memory").
     // In [0, 1).
     float score_memory = 0.5f;
-    // Experimental. Also keep, after each pass, this many sentences (cached or new) most relevant
-    // to the question so far, even below the bar (and first under the cache cap): meant as a
-    // safety net for a needle that the question's raw attention stops favouring. Relevance here
-    // is the calibrated score of answer_context_tokens taken within each chunk pass (no extra
-    // pass): the question rows' attention over that of the rows before the question's words
-    // ("Question: "), which cannot depend on it; a sentence keeps its best
-    // (KeptSentence::peak_relevance). With 3 it finds a 128K needle the defaults lose and keeps
-    // the 4K/16K grids at 55/55, but at 128K it holds distractors that share the question's words
-    // in every later prompt and loses two needles the defaults find (docs/niah/README.md,
-    // "Relevance guard"). 0 = off (the default).
-    int32_t relevance_guard = 0;
+    // Experimental. Hold, outside the prompts, up to this many sentences that left the cache (or
+    // never entered it) and were the most relevant to the question while read; the final ranking
+    // and the answer read them beside the cache (KeptSentence::reserved). Meant as a safety net
+    // for a needle that the question's raw attention stops favouring: the reading itself is the
+    // one without a reserve. Relevance here is the calibrated score of answer_context_tokens
+    // taken within each chunk pass (no extra pass): the question rows' attention over that of the
+    // rows before the question's words ("Question: "), which cannot depend on it; a sentence
+    // keeps its best (KeptSentence::peak_relevance). The reserve holds at most the tokens the
+    // window has left beside a full cache and the answer. Session 18 kept such sentences in the
+    // cache instead, where at 128K they held distractors sharing the question's words in every
+    // later prompt and lost two needles (docs/niah/README.md, "Relevance reserve"). 0 = off (the
+    // default).
+    int32_t relevance_reserve = 0;
     // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
     // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question
     // + answer fit the context window.
@@ -200,8 +202,10 @@ struct KeptSentence {
     float score = 0;
     // Calibrated relevance (see InfiniRetriOptions::answer_context_tokens); 0 when not computed.
     float relevance = 0;
-    // With InfiniRetriOptions::relevance_guard: its best in-pass relevance while cached; else 0.
+    // With InfiniRetriOptions::relevance_reserve: its best in-pass relevance while read; else 0.
     float peak_relevance = 0;
+    // Taken from the reserve (InfiniRetriOptions::relevance_reserve), not from the last cache.
+    bool reserved = false;
 };
 
 // The reading state after a chunk (InfiniRetriOptions::on_checkpoint, ::resume).
@@ -219,6 +223,7 @@ struct InfiniRetriCheckpoint {
     int32_t max_prompt_tokens = 0;
     std::vector<float> question_weights = {};  // the frozen w_i^2 of the question rows
     std::vector<KeptSentence> cache = {};      // the kept sentences, in document order
+    std::vector<KeptSentence> reserve = {};    // InfiniRetriOptions::relevance_reserve, in document order
 };
 
 // One answer generated from one answer context (InfiniRetriOptions::answer_alternatives).
@@ -233,7 +238,7 @@ struct InfiniRetriAnswer {
     std::string text = {};
     StopReason stop_reason = StopReason::MaxTokens;
     std::vector<KeptSentence> kept =
-        {};                     // the cache the answer was generated from, in document order
+        {};  // the last cache (and the reserve) the answer was generated from, in document order
     int64_t n_tokens_read = 0;  // document tokens (per-sentence tokenization)
     int64_t n_tokens_resumed = 0;  // of those, taken from InfiniRetriOptions::resume (not re-read)
     int64_t n_sentences = 0;

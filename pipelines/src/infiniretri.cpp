@@ -792,8 +792,8 @@ InfiniRetri::InfiniRetri(InfiniRetri&&) noexcept = default;
 InfiniRetri& InfiniRetri::operator=(InfiniRetri&&) noexcept = default;
 InfiniRetri::~InfiniRetri() = default;
 
-Result<InfiniRetri> InfiniRetri::create(const Model& model, int32_t n_threads, int32_t n_ctx) {
-    auto ctx = Context::create(model, {.n_ctx = n_ctx, .n_threads = n_threads});
+Result<InfiniRetri> InfiniRetri::create(const Model& model, int32_t n_threads, int32_t n_ctx, Backend backend) {
+    auto ctx = Context::create(model, {.n_ctx = n_ctx, .n_threads = n_threads, .backend = backend});
     if (!ctx) return ctx.error();
     return InfiniRetri(std::make_unique<Impl>(model, std::move(ctx).value()));
 }

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attnrag/kernels/cuda.hpp"
 #include "attnrag/pipelines/infiniretri.hpp"
 #include "test_support.hpp"
 
@@ -119,6 +120,19 @@ TEST_CASE("ask --file rejects bad usage and bad files with clear errors", "[cli]
 
     auto chunk = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --chunk-tokens 0 'Why?'", true);
     CHECK(chunk.code == 2);
+
+    auto backend = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --backend gpu 'Why?'", true);
+    CHECK(backend.code == 2);
+    CHECK(backend.out.find("--backend must be cpu or cuda") != std::string::npos);
+    auto db_backend = run_cli("ask " + margs + " --db " + dir.string() + " --backend cuda 'Why?'", true);
+    CHECK(db_backend.code == 2);
+    CHECK(db_backend.out.find("--backend applies to --file") != std::string::npos);
+    // Without a CUDA device (or backend in this build) the reader is refused with the reason.
+    if (!attnrag::kernels::cuda::available()) {
+        auto no_gpu = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --backend cuda 'Why?'", true);
+        CHECK(no_gpu.code == 1);
+        CHECK(no_gpu.out.find("CUDA backend unavailable") != std::string::npos);
+    }
 
     for (const char* memory : {"1", "-0.1", "x"}) {
         auto m = run_cli("ask " + margs + " --file " + (dir / "ok.txt").string() + " --score-memory " + memory + " 'Why?'",

@@ -12,26 +12,16 @@
 #include "attnrag/kernels/cpu.hpp"
 #include "attnrag/model.hpp"
 #include "test_support.hpp"
+#include "tiny_loaded.hpp"
 #include "tiny_model.hpp"
 
 using namespace attnrag;
 
 namespace {
 
-struct Tiny {
-    test::TinyModelSpec spec;
-    test::TinyWeights weights;
-    Model model;
-};
+using Tiny = test::LoadedTiny;
 
-Tiny load_tiny(const test::TinyModelSpec& spec) {
-    auto dir = test::make_temp_dir("attn");
-    auto path = (dir / "tiny.gguf").string();
-    auto w = test::write_tiny_model(spec, path);
-    auto m = Model::load(path);
-    if (!m) FAIL(m.error().message);
-    return Tiny{spec, std::move(w), std::move(m).value()};
-}
+using test::load_tiny;
 
 test::TinyModelSpec spec_llama() {
     test::TinyModelSpec spec;
@@ -40,13 +30,7 @@ test::TinyModelSpec spec_llama() {
     return spec;
 }
 
-std::vector<int32_t> some_tokens(size_t n, int n_vocab, uint32_t seed) {
-    std::vector<int32_t> t(n);
-    for (size_t i = 0; i < n; ++i) {
-        t[i] = static_cast<int32_t>((seed * 2654435761u + i * 40503u) % static_cast<uint32_t>(n_vocab));
-    }
-    return t;
-}
+using test::some_tokens;
 
 std::vector<int32_t> iota_positions(size_t n, int32_t from = 0) {
     std::vector<int32_t> p(n);
@@ -604,8 +588,10 @@ TEST_CASE("recompute of the first tokens of a spliced passage moves it toward fu
     const double all = run(second_passage, 0);
     CHECK(all < 1e-4);
     CHECK(none > 1e-3);
-    // Layer 0's K and V do not depend on attention: recomputing it alone changes nothing.
-    CHECK(run(second_passage, 1) == none);
+    // Layer 0's K and V do not depend on attention: recomputing it alone changes nothing beyond
+    // float rounding (8 rows go through sgemm in other blocks than the first 21; some BLAS
+    // kernels round differently by shape).
+    CHECK(run(second_passage, 1) == Approx(none).epsilon(1e-5));
     // Layers 0 and 1: a partial repair.
     CHECK(run(second_passage, 2) < none);
     std::vector<int32_t> bad = {14, 13};

@@ -7,6 +7,7 @@
 #include "attnrag/context.hpp"
 #include "attnrag/model.hpp"
 #include "test_support.hpp"
+#include "tiny_loaded.hpp"
 #include "tiny_model.hpp"
 
 using namespace attnrag;
@@ -14,39 +15,12 @@ using kernels::DType;
 
 namespace {
 
-// max |a - b| / max |b|
-double rel_err(std::span<const float> a, const std::vector<double>& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < b.size(); ++i) {
-        num = std::max(num, std::fabs(static_cast<double>(a[i]) - b[i]));
-        den = std::max(den, std::fabs(b[i]));
-    }
-    return num / den;
-}
-
-std::vector<int32_t> some_tokens(size_t n, int n_vocab, uint32_t seed) {
-    std::vector<int32_t> t(n);
-    for (size_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 2654435761u + i * 40503u) % static_cast<uint32_t>(n_vocab));
-    return t;
-}
-
-struct Loaded {
-    test::TinyModelSpec spec;
-    test::TinyWeights weights;
-    Model model;
-};
-
-Loaded load_tiny(const test::TinyModelSpec& spec) {
-    auto dir = test::make_temp_dir("tiny");
-    auto path = (dir / "tiny.gguf").string();
-    auto w = test::write_tiny_model(spec, path);
-    auto m = Model::load(path);
-    if (!m) FAIL(m.error().message);
-    return Loaded{spec, std::move(w), std::move(m).value()};
-}
+using test::load_tiny;
+using test::rel_err;
+using test::some_tokens;
 
 void check_against_reference(const test::TinyModelSpec& spec, double prefill_tol, double decode_tol) {
-    Loaded L = load_tiny(spec);
+    test::LoadedTiny L = load_tiny(spec);
     const int n_vocab = L.weights.n_vocab;
     REQUIRE(L.model.hparams().n_vocab == n_vocab);
     REQUIRE(L.model.hparams().tied_embeddings == spec.tied);
@@ -116,7 +90,7 @@ TEST_CASE("tiny llama Q4_1/Q4_0/Q8_0: batched and decode paths within activation
 
 TEST_CASE("split prefill, micro-batches and one-shot prefill agree", "[forward]") {
     test::TinyModelSpec spec;
-    Loaded L = load_tiny(spec);
+    test::LoadedTiny L = load_tiny(spec);
     auto tokens = some_tokens(23, L.weights.n_vocab, 9);
     auto one = Context::create(L.model, {.n_ctx = 64, .n_threads = 1});
     auto split = Context::create(L.model, {.n_ctx = 64, .n_threads = 2});
@@ -135,7 +109,7 @@ TEST_CASE("split prefill, micro-batches and one-shot prefill agree", "[forward]"
 
 TEST_CASE("shifting every position id leaves logits unchanged (RoPE is relative)", "[forward]") {
     test::TinyModelSpec spec;
-    Loaded L = load_tiny(spec);
+    test::LoadedTiny L = load_tiny(spec);
     auto tokens = some_tokens(12, L.weights.n_vocab, 5);
     std::vector<int32_t> shifted(tokens.size());
     for (size_t i = 0; i < shifted.size(); ++i) shifted[i] = static_cast<int32_t>(i) + 100;
@@ -155,7 +129,7 @@ TEST_CASE("shifting every position id leaves logits unchanged (RoPE is relative)
 
 TEST_CASE("eval rejects bad input and leaves the cache as it was", "[forward]") {
     test::TinyModelSpec spec;
-    Loaded L = load_tiny(spec);
+    test::LoadedTiny L = load_tiny(spec);
     auto ctx = Context::create(L.model, {.n_ctx = 8, .n_threads = 1});
     REQUIRE(ctx.ok());
     std::vector<int32_t> bad = {1, 2, L.weights.n_vocab};

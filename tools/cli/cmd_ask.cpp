@@ -172,6 +172,8 @@ int ask_file(Args& args, const std::string& file, const std::string& question, b
     const auto n_threads = static_cast<int32_t>(args.get_int("threads", 0));
     std::string err;
     if (!read_infiniretri_options(args, options, err)) return fail_usage("ask", err);
+    Backend backend = Backend::Cpu;
+    if (!read_backend(args, backend, err)) return fail_usage("ask", err);
     if (options.max_answer_tokens < 1 || n_ctx < 0 || n_threads < 0) {
         return fail_usage("ask", "--ctx and --threads must be >= 0 and --max-tokens >= 1");
     }
@@ -189,7 +191,7 @@ int ask_file(Args& args, const std::string& file, const std::string& question, b
     auto model = load_model_from(args, "ask");
     if (!model) return 1;
     if (auto hs = read_infiniretri_heads(args, *model, options); !hs) return fail("ask", hs.error().message);
-    auto reader = pipelines::InfiniRetri::create(*model, n_threads, n_ctx);
+    auto reader = pipelines::InfiniRetri::create(*model, n_threads, n_ctx, backend);
     if (!reader) return fail("ask", reader.error().message);
 
     Progress bar(!args.flag("quiet"));

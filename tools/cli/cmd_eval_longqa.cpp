@@ -95,6 +95,8 @@ int eval_longqa(int argc, char** argv) {
     const auto n_ctx = static_cast<int32_t>(args.get_int("ctx", 0));
     std::string err;
     if (!read_infiniretri_options(args, opt, err)) return fail_usage("eval", err);
+    Backend backend = Backend::Cpu;
+    if (!read_backend(args, backend, err)) return fail_usage("eval", err);
     opt.truncate_full = true;  // the full-prompt baseline reads what fits
     if (limit < 0 || sample < 0 || n_threads < 0 || n_ctx < 0 || opt.max_answer_tokens < 1) {
         return fail_usage("eval", "--limit, --sample, --ctx and --threads must be >= 0, --max-answer-tokens >= 1");
@@ -137,7 +139,7 @@ int eval_longqa(int argc, char** argv) {
     auto model = load_model_from(args, "eval");
     if (!model) return 1;
     if (auto hs = read_infiniretri_heads(args, *model, opt); !hs) return fail("eval", hs.error().message);
-    auto reader = pipelines::InfiniRetri::create(*model, n_threads, n_ctx);
+    auto reader = pipelines::InfiniRetri::create(*model, n_threads, n_ctx, backend);
     if (!reader) return fail("eval", reader.error().message);
 
     struct Row {
@@ -278,6 +280,7 @@ int eval_longqa(int argc, char** argv) {
                               {"tokens_per_s", tok_s},
                               {"wall_s", wall_s},
                               {"model", model->path()},
+                              {"backend", reader->context().backend_description()},
                               {"chunk_tokens", opt.chunk_tokens},
                               {"top_k", opt.top_k},
                               {"settings", infiniretri_settings_json(opt)},

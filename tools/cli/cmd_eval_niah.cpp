@@ -901,6 +901,8 @@ int eval_niah(int argc, char** argv) {
     opt.max_answer_tokens = static_cast<int32_t>(args.get_int("max-answer-tokens", 32));
     if (!args.ok()) return fail_usage("eval", args.error());
     if (std::string err; !read_infiniretri_options(args, opt, err)) return fail_usage("eval", err);
+    Backend backend = Backend::Cpu;
+    if (std::string err; !read_backend(args, backend, err)) return fail_usage("eval", err);
     const std::string mode = args.get_or("mode", "infiniretri");
     if (mode != "infiniretri" && mode != "full")
         return fail_usage("eval", "--mode must be infiniretri or full");
@@ -981,14 +983,14 @@ int eval_niah(int argc, char** argv) {
     if (!model) return 1;
     if (auto st = read_infiniretri_heads(args, *model, opt); !st) return fail("eval", st.error().message);
     if (from_kept) {
-        auto ir = InfiniRetri::create(*model, n_threads);
+        auto ir = InfiniRetri::create(*model, n_threads, 0, backend);
         if (!ir) return fail("eval", ir.error().message);
         return answer_from_kept(*from_kept, *needles, *model, *ir, opt, compare, plot_path, cells_out,
                                 args.get_or("cells", ""), json, verbose);
     }
     auto hay = Haystack::load(*haystack_path, model->tokenizer());
     if (!hay) return fail("eval", hay.error().message);
-    auto ir = InfiniRetri::create(*model, n_threads);
+    auto ir = InfiniRetri::create(*model, n_threads, 0, backend);
     if (!ir) return fail("eval", ir.error().message);
 
     std::vector<Cell> cells;
@@ -1137,7 +1139,7 @@ int eval_niah(int argc, char** argv) {
     GridReport report;
     report.mode = mode;
     report.source = fs::path(model->path()).filename().string();
-    report.info = {{"model", model->path()}, {"needles", needles->size()}};
+    report.info = {{"model", model->path()}, {"needles", needles->size()}, {"backend", ir->context().backend_description()}};
     if (mode != "full") {
         report.info["settings"] = infiniretri_settings_json(opt);
         // What the chunk passes read: the (layer, head) pairs, else the layers (all heads).

@@ -71,9 +71,24 @@ bool parse_int_list(const std::string& text, std::vector<int32_t>& out) {
     return !out.empty();
 }
 
+bool read_backend(Args& args, Backend& backend, std::string& error) {
+    const std::string v = args.get_or("backend", "cpu");
+    if (v == "cpu") {
+        backend = Backend::Cpu;
+    } else if (v == "cuda") {
+        backend = Backend::Cuda;
+    } else {
+        error = "--backend must be cpu or cuda, not '" + v + "'";
+        return false;
+    }
+    return true;
+}
+
 std::vector<OptionSpec> infiniretri_option_specs() {
     const pipelines::InfiniRetriOptions d;
     return {
+        {"backend", true, "cpu | cuda: where the forward passes run (default cpu; cuda needs a build with "
+                          "-DATTNRAG_CUDA=ON and a CUDA device)"},
         {"chunk-tokens", true, "InfiniRetri: document tokens per chunk (default " + std::to_string(d.chunk_tokens) + ")"},
         {"top-k", true, "InfiniRetri: top tokens whose sentences are kept per chunk (default " +
                             std::to_string(d.top_k) + ")"},

@@ -21,6 +21,10 @@ std::vector<OptionSpec> infiniretri_option_specs();
 bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& options,
                               std::string& error);
 
+// --backend cpu|cuda: where the reading's forward passes run (Backend::Cpu when absent); false
+// with `error` set on another value.
+bool read_backend(Args& args, Backend& backend, std::string& error);
+
 // --heads for `model` into options.layer_heads: "top:N" (the N best heads of the ranking that
 // `attnrag heads` stored for the model, in --heads-dir or the default directory) or "L:H,L:H".
 // Nothing to do without --heads.

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "attnrag/kernels/thread_pool.hpp"
@@ -13,10 +14,17 @@
 
 namespace attnrag {
 
+// Where the forward pass runs. Cuda: the weights dequantized to f32 on CUDA device 0, the KV cache
+// there too; eval (positions, block masks, probes, logits) and truncate work as on the CPU, while
+// splice, extract, recompute and APE are not on the CUDA backend yet (they answer Unsupported).
+// Context::create answers Unsupported when the build or the machine has no CUDA device.
+enum class Backend { Cpu, Cuda };
+
 struct ContextParams {
     int32_t n_ctx = 0;      // KV capacity in tokens; 0 = the model's training context
     int32_t n_threads = 0;  // 0 = all hardware threads
     int32_t n_batch = 512;  // tokens per forward micro-batch (bounds scratch memory)
+    Backend backend = Backend::Cpu;
 };
 
 enum class LogitsMode {
@@ -184,6 +192,9 @@ class Context {
 
     const Model& model() const;
     kernels::ThreadPool& pool();
+    // "cpu (N threads, SIMD)" or "cuda: DEVICE ..." for logs and benchmark setups.
+    Backend backend() const;
+    std::string backend_description() const;
 
    private:
     struct Impl;

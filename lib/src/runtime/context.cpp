@@ -12,6 +12,7 @@
 
 #include "attnrag/kernels/cpu.hpp"
 #include "attnrag/kernels/gemm.hpp"
+#include "runtime/cuda_forward.h"
 #include "runtime/kv_buffer.h"
 
 namespace attnrag {
@@ -98,10 +99,17 @@ struct Context::Impl {
     std::vector<std::vector<float>> qrot;              // per thread: [kAttnTile][head_dim]
     std::vector<float> logits;                         // [n_logit_rows][n_vocab]
     int32_t n_logit_rows = 0;
+    // The CUDA backend's weights, KV cache and forward pass (null on the CPU backend). The host
+    // K cache of a layer is filled from the device only when a probe reads that layer.
+    std::unique_ptr<detail::DeviceForward> gpu;
 
     Impl(const Model& m, const ContextParams& p) : model(&m), params(p), pool(p.n_threads) {}
 
     void forward(const ForwardRows& rows, const ForwardExtras& ex);
+    Status forward_gpu(const ForwardRows& rows, const ForwardExtras& ex);
+    // Sizes the rows' scratch and RoPE angles (both backends) and says whether masks apply.
+    bool prepare_rows(const ForwardRows& rows, const ForwardExtras& ex);
+    Status cpu_only(const char* what) const;
     void attention(int32_t layer, const ForwardRows& rows, bool masked, const ApeParams& ape);
     void adjust_row(float* row, int64_t visible, BlockTag qtag, bool masked, const ApeParams& ape) const;
     void probe(int32_t layer, const ForwardRows& rows, bool masked, const ForwardExtras& ex);
@@ -376,6 +384,78 @@ void Context::Impl::probe(int32_t layer, const ForwardRows& rows, bool masked, c
     });
 }
 
+bool Context::Impl::prepare_rows(const ForwardRows& rows, const ForwardExtras& ex) {
+    const ModelHParams& hp = model->hparams();
+    const int64_t n = static_cast<int64_t>(rows.tokens.size());
+    const int64_t hd = hp.head_dim;
+    const int64_t n_keys_max = int64_t{rows.slots.back()} + 1;
+    const int64_t n_pairs = hp.n_rot / 2;
+    auto sz = [](int64_t a) { return static_cast<size_t>(a); };
+    q.resize(sz(n * int64_t{hp.n_head} * hd));
+    lse.resize(sz(n * hp.n_head));
+    scores.resize(sz(pool.n_threads()));
+    for (auto& s : scores) s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * n_keys_max));
+    qrot.resize(sz(pool.n_threads()));
+    for (auto& r : qrot) r.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * hd));
+    if (ex.value_drift) ex.value_drift->assign(sz(n), 0.0f);
+
+    // RoPE angles once per token for all layers.
+    rope_cs.resize(sz(n * 2 * n_pairs));
+    for (int64_t i = 0; i < n; ++i) {
+        kernels::rope_angles(static_cast<float>(rows.positions[sz(i)]), hp.n_rot, hp.rope_base,
+                             rope_cs.data() + i * 2 * n_pairs);
+    }
+    // Any non-Global slot in view means the mask must be evaluated.
+    bool masked = false;
+    for (int64_t j = 0; j < n_keys_max && !masked; ++j) masked = slot_tags[sz(j)].kind != BlockKind::Global;
+    return masked;
+}
+
+Status Context::Impl::cpu_only(const char* what) const {
+    if (!gpu) return {};
+    return make_error(Errc::Unsupported, std::string("Context::") + what + " is not on the CUDA backend yet");
+}
+
+Status Context::Impl::forward_gpu(const ForwardRows& rows, const ForwardExtras& ex) {
+    const ModelHParams& hp = model->hparams();
+    const int64_t n = static_cast<int64_t>(rows.tokens.size());
+    const bool masked = prepare_rows(rows, ex);
+    std::vector<BlockTag> tags(rows.slots.size());
+    for (size_t i = 0; i < tags.size(); ++i) tags[i] = slot_tags[static_cast<size_t>(rows.slots[i])];
+    detail::DeviceBatch b;
+    b.tokens = rows.tokens;
+    b.rope_cs = rope_cs;
+    b.tags = tags;
+    b.first_slot = rows.slots.front();
+    b.masked = masked;
+    b.n_layers = ex.n_layers;
+    b.logits_all = ex.logits_all;
+    b.logits_last = ex.logits_last;
+    // A probed layer: its queries, log-sum-exps and keys come to the host, and the CPU probe
+    // reads them there exactly as after a CPU forward.
+    std::function<Status(int32_t)> after;
+    if (ex.probe) {
+        after = [&](int32_t layer) -> Status {
+            const auto& layers = ex.probe_out->layers;
+            if (std::find(layers.begin(), layers.end(), layer) == layers.end()) return {};
+            const int64_t n_keys = int64_t{rows.slots.back()} + 1;
+            ATTNRAG_TRY(gpu->download_queries(n, q.data()));
+            ATTNRAG_TRY(gpu->download_lse(n, lse.data()));
+            ATTNRAG_TRY(gpu->download_keys(layer, n_keys, k_cache[static_cast<size_t>(layer)].data()));
+            probe(layer, rows, masked, ex);
+            return {};
+        };
+    }
+    const size_t before = logits.size();
+    Status st = gpu->run(b, after, logits);
+    if (!st) {
+        logits.resize(before);
+        return st;
+    }
+    n_logit_rows += static_cast<int32_t>((logits.size() - before) / static_cast<size_t>(hp.n_vocab));
+    return {};
+}
+
 void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
     const ModelHParams& hp = model->hparams();
     const kernels::CpuKernels& kk = kernels::cpu_kernels();
@@ -385,37 +465,18 @@ void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
     const int64_t q_dim = int64_t{hp.n_head} * hd;
     const int64_t kv_dim = int64_t{hp.n_head_kv} * hd;
     const int64_t ff = hp.n_ff;
-    const int64_t n_keys_max = int64_t{rows.slots.back()} + 1;
     const int64_t n_pairs = hp.n_rot / 2;
     // Contiguous rows (appending) write K/V with one copy; scattered ones (recompute) per row.
     const bool contiguous = rows.slots.back() - rows.slots.front() == n - 1;
     auto sz = [](int64_t a) { return static_cast<size_t>(a); };
-
+    const bool masked = prepare_rows(rows, ex);
     x.resize(sz(n * d));
     h.resize(sz(n * d));
-    q.resize(sz(n * q_dim));
     k.resize(sz(n * kv_dim));
     v.resize(sz(n * kv_dim));
     attn.resize(sz(n * q_dim));
     gate.resize(sz(n * ff));
     up.resize(sz(n * ff));
-    lse.resize(sz(n * hp.n_head));
-    scores.resize(sz(pool.n_threads()));
-    for (auto& s : scores) s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * n_keys_max));
-    qrot.resize(sz(pool.n_threads()));
-    for (auto& r : qrot) r.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * hd));
-    if (ex.value_drift) ex.value_drift->assign(sz(n), 0.0f);
-
-    // Any non-Global slot in view means the mask must be evaluated.
-    bool masked = false;
-    for (int64_t j = 0; j < n_keys_max && !masked; ++j) masked = slot_tags[sz(j)].kind != BlockKind::Global;
-
-    // RoPE angles once per token for all layers.
-    rope_cs.resize(sz(n * 2 * n_pairs));
-    for (int64_t i = 0; i < n; ++i) {
-        kernels::rope_angles(static_cast<float>(rows.positions[sz(i)]), hp.n_rot, hp.rope_base,
-                             rope_cs.data() + i * 2 * n_pairs);
-    }
 
     // Embedding rows.
     const kernels::WeightView& emb = model->token_embd();
@@ -524,6 +585,11 @@ Result<Context> Context::create(const Model& model, const ContextParams& params)
                                                      std::to_string(p.n_ctx));
         }
     }
+    if (p.backend == Backend::Cuda) {
+        auto gpu = detail::DeviceForward::create(model, p.n_ctx, p.n_batch);
+        if (!gpu) return gpu.error();
+        impl->gpu = std::move(gpu.value());
+    }
     impl->positions.resize(static_cast<size_t>(p.n_ctx));
     impl->slot_tokens.resize(static_cast<size_t>(p.n_ctx));
     impl->slot_tags.resize(static_cast<size_t>(p.n_ctx));
@@ -572,6 +638,7 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
     ForwardExtras ex;
     ex.n_layers = hp.n_layer;
     ex.ape = options.ape.enabled() ? options.ape : s.default_ape;
+    if (ex.ape.enabled()) ATTNRAG_TRY(s.cpu_only("eval with APE"));
     bool early_exit = false;
     if (options.probe) {
         if (!options.probe_out) return make_error(Errc::InvalidArgument, "Context::eval: probe without probe_out");
@@ -604,7 +671,16 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
         ex.logits_all = !early_exit && options.logits == LogitsMode::All;
         ex.logits_last = !early_exit && options.logits == LogitsMode::Last && last_batch;
         ex.probe_row0 = static_cast<int32_t>(b);
-        s.forward(rows, ex);
+        if (s.gpu) {
+            Status st = s.forward_gpu(rows, ex);
+            if (!st) {  // the slots written so far are dropped: the cache is as before the call
+                s.n_past = n_past_before;
+                s.next_pos = next_pos_before;
+                return st;
+            }
+        } else {
+            s.forward(rows, ex);
+        }
         s.n_past = static_cast<int32_t>(e) + n_past_before;
         for (size_t i = b; i < e; ++i) s.next_pos = std::max(s.next_pos, pos[i] + 1);
     }
@@ -664,6 +740,7 @@ Status Context::Impl::prepare_probe(const ProbeRequest& req, int32_t n_tokens, P
 }
 
 Status Context::Impl::check_splice(const PassageKv& kv, int32_t position) const {
+    ATTNRAG_TRY(cpu_only("splice"));
     const ModelHParams& hp = model->hparams();
     const int32_t kv_dim = hp.n_head_kv * hp.head_dim;
     if (!kv.consistent() || kv.n_layer != hp.n_layer || kv.kv_dim != kv_dim) {
@@ -756,6 +833,7 @@ int32_t Context::n_shared_slots() const {
 
 Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
     const Impl& s = *impl_;
+    ATTNRAG_TRY(s.cpu_only("extract"));
     const ModelHParams& hp = s.model->hparams();
     if (begin < 0 || end <= begin || end > s.n_past) {
         return make_error(Errc::InvalidArgument, "Context::extract: slots [" + std::to_string(begin) + ", " +
@@ -803,6 +881,7 @@ Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
 
 Status Context::recompute(std::span<const int32_t> slots, const RecomputeOptions& options) {
     Impl& s = *impl_;
+    ATTNRAG_TRY(s.cpu_only("recompute"));
     const ModelHParams& hp = s.model->hparams();
     if (options.n_layers < 0 || options.n_layers > hp.n_layer) {
         return make_error(Errc::InvalidArgument, "Context::recompute: n_layers outside [0, " +
@@ -890,5 +969,12 @@ void Context::truncate(int32_t n_keep) {
 
 const Model& Context::model() const { return *impl_->model; }
 kernels::ThreadPool& Context::pool() { return impl_->pool; }
+Backend Context::backend() const { return impl_->gpu ? Backend::Cuda : Backend::Cpu; }
+
+std::string Context::backend_description() const {
+    if (impl_->gpu) return "cuda: " + impl_->gpu->describe();
+    return "cpu (" + std::to_string(impl_->pool.n_threads()) + " threads, " +
+           std::string(kernels::simd_level_name(kernels::active_simd_level())) + ")";
+}
 
 }  // namespace attnrag

@@ -282,7 +282,9 @@ Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok,
 // Owns a context (one window). Not thread-safe; the Model must outlive it.
 class InfiniRetri {
  public:
-    static Result<InfiniRetri> create(const Model& model, int32_t n_threads = 0, int32_t n_ctx = 0);
+    // backend: where the forward passes run (Backend::Cuda: Unsupported when there is no device).
+    static Result<InfiniRetri> create(const Model& model, int32_t n_threads = 0, int32_t n_ctx = 0,
+                                      Backend backend = Backend::Cpu);
     InfiniRetri(InfiniRetri&&) noexcept;
     InfiniRetri& operator=(InfiniRetri&&) noexcept;
     ~InfiniRetri();

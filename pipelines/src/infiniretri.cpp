@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <numeric>
 #include <optional>
 
@@ -447,7 +448,9 @@ struct InfiniRetri::Impl {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<KeptSentence*> sents;
         for (auto& s : run.out.kept) sents.push_back(&s);
-        auto asked = score_pass(run, sents, run.prompt, run.w2);
+        const bool root_sum = o.sentence_relevance == InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
+        std::vector<float> own_w2;  // BestTimesRootSum: this pass's own question-row weights
+        auto asked = score_pass(run, sents, run.prompt, root_sum ? own_w2 : run.w2);
         if (!asked) return asked.error();
         auto neutral_prompt = build_infiniretri_prompt(model->tokenizer(), o.instruction,
                                                        o.neutral_question);
@@ -455,9 +458,18 @@ struct InfiniRetri::Impl {
         std::vector<float> neutral_w2;
         auto neutral = score_pass(run, sents, *neutral_prompt, neutral_w2);
         if (!neutral) return neutral.error();
-        const std::vector<float> best =
-            sentence_best(detail::calibrated_scores(asked->score, neutral->score), sents, asked->sent_begin);
-        for (size_t k = 0; k < sents.size(); ++k) sents[k]->relevance = best[k];
+        const std::vector<float> cal = detail::calibrated_scores(asked->score, neutral->score);
+        const std::vector<float> best = sentence_best(cal, sents, asked->sent_begin);
+        for (size_t k = 0; k < sents.size(); ++k) {
+            if (!root_sum) {
+                sents[k]->relevance = best[k];
+                continue;
+            }
+            const auto b = static_cast<size_t>(asked->sent_begin[k]);
+            double excess = 0.0;
+            for (size_t j = b; j < b + sents[k]->ids.size(); ++j) excess += std::max(0.0f, cal[j] - 1.0f);
+            sents[k]->relevance = static_cast<float>(best[k] * std::sqrt(excess) + 0.001 * best[k]);
+        }
         return {};
     }
 
@@ -727,6 +739,15 @@ struct InfiniRetri::Impl {
         if (o.answer_context_tokens <= 0) return final_answer(run, read.kept, t0);
         const bool ranked = std::any_of(read.kept.begin(), read.kept.end(),
                                         [](const KeptSentence& s) { return s.relevance > 0; });
+        if (o.sentence_relevance != InfiniRetriOptions::SentenceRelevance::BestToken) {
+            // Ranked again, with this ranking and the layers/heads of `o` (the reading's
+            // first-chunk weights are not saved; this ranking does not use them).
+            set_probe_heads(run, o);
+            run.probe.keep_probs = true;
+            run.probe.stop_after_last_layer = true;
+            ATTNRAG_TRY(rank_kept(run));
+            return ranked_answer(run, run.out.kept, t0);
+        }
         if (!ranked) {
             if (read.n_cache_tokens <= o.answer_context_tokens && o.answer_alternatives.empty())
                 return final_answer(run, read.kept, t0);

@@ -630,6 +630,58 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
     }
 }
 
+TEST_CASE("the best-root-sum ranking leaves the reading alone and ranks again on answer_again", "[smollm2][infiniretri]") {
+    const Model& model = real_model();
+    const Needle n = first_needle();
+    const std::string text = haystack(model.tokenizer(), essays(), 3500, 0.5, n.needle);
+    auto ir = InfiniRetri::create(model, 2);
+    REQUIRE(ir.ok());
+    InfiniRetriOptions best;
+    best.answer_context_tokens = 96;
+    best.answer_alternatives = {};
+    InfiniRetriOptions root_sum = best;
+    root_sum.sentence_relevance = InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
+    auto src_a = SentenceSource::from_text(text);
+    auto a = ir->answer(src_a, n.question, best);
+    REQUIRE(a.ok());
+    auto src_b = SentenceSource::from_text(text);
+    auto b = ir->answer(src_b, n.question, root_sum);
+    REQUIRE(b.ok());
+    // The same reading (the ranking comes after it), ranked differently.
+    REQUIRE(b->kept.size() == a->kept.size());
+    bool differs = false;
+    for (size_t k = 0; k < a->kept.size(); ++k) {
+        CHECK(b->kept[k].begin == a->kept[k].begin);
+        CHECK(b->kept[k].score == a->kept[k].score);
+        CHECK(b->kept[k].relevance > 0);
+        differs = differs || b->kept[k].relevance != a->kept[k].relevance;
+    }
+    CHECK(differs);
+    const auto needle = std::find_if(b->kept.begin(), b->kept.end(), [&](const KeptSentence& k) { return k.text == n.needle; });
+    REQUIRE(needle != b->kept.end());
+    for (const KeptSentence& k : b->kept) {
+        if (&k != &*needle) CHECK(k.relevance < needle->relevance);
+    }
+    INFO("answer: " << b->text);
+    CHECK(contains_answer(b->text, n.answers));
+    // Answering again from the default reading ranks it again: the same relevance and answer as
+    // reading with this ranking.
+    auto again = ir->answer_again(*a, n.question, root_sum);
+    REQUIRE(again.ok());
+    REQUIRE(again->kept.size() == b->kept.size());
+    for (size_t k = 0; k < b->kept.size(); ++k) CHECK(again->kept[k].relevance == b->kept[k].relevance);
+    CHECK(again->text == b->text);
+    // Even a reading that was never ranked (whole-cache answer) can be ranked and answered again.
+    InfiniRetriOptions whole = best;
+    whole.answer_context_tokens = 0;
+    auto src_w = SentenceSource::from_text(text);
+    auto w = ir->answer(src_w, n.question, whole);
+    REQUIRE(w.ok());
+    auto ranked = ir->answer_again(*w, n.question, root_sum);
+    REQUIRE(ranked.ok());
+    CHECK(ranked->text == b->text);
+}
+
 TEST_CASE("answer grounding weighs the top sentence's new words by their rarity", "[infiniretri]") {
     auto kept_sentence = [](std::string text, float relevance) {
         KeptSentence k;

@@ -101,6 +101,10 @@ std::vector<OptionSpec> infiniretri_option_specs() {
          "what the rows before its words did, and rank them with the cache for the answer (default " +
              std::to_string(d.relevance_reserve) + ": off; experimental)"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
+        {"sentence-relevance", true,
+         "InfiniRetri: the final ranking's sentence relevance: best (its best token's calibrated score; default) or "
+         "best-root-sum (best x sqrt of its tokens' summed score above 1; experimental; --answer-from-kept ranks "
+         "again with it)"},
         {"answer-context", true,
          "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "
          "(default " + std::to_string(d.answer_context_tokens) + "; 0: all of them)"},
@@ -155,6 +159,16 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     o.top_k = static_cast<int32_t>(top_k);
     o.relevance_reserve = static_cast<int32_t>(reserve);
     o.cache_tokens = static_cast<int32_t>(cache);
+    if (auto r = args.get("sentence-relevance")) {
+        if (*r == "best") {
+            o.sentence_relevance = pipelines::InfiniRetriOptions::SentenceRelevance::BestToken;
+        } else if (*r == "best-root-sum") {
+            o.sentence_relevance = pipelines::InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
+        } else {
+            error = "--sentence-relevance must be best or best-root-sum, not '" + *r + "'";
+            return false;
+        }
+    }
     if (auto l = args.get("layers")) {
         if (!parse_int_list(*l, o.layers)) {
             error = "bad --layers '" + *l + "' (examples: 15, 12-15, 10,20)";
@@ -168,6 +182,8 @@ nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& o)
     return {{"chunk_tokens", o.chunk_tokens},   {"top_k", o.top_k},
             {"phrase_tokens", o.phrase_tokens}, {"score_memory", o.score_memory},
             {"relevance_reserve", o.relevance_reserve},
+            {"sentence_relevance", o.sentence_relevance == pipelines::InfiniRetriOptions::SentenceRelevance::BestToken
+                                       ? "best" : "best-root-sum"},
             {"cache_tokens", o.cache_tokens},   {"answer_context_tokens", o.answer_context_tokens},
             {"answer_alternatives", o.answer_alternatives}};
 }

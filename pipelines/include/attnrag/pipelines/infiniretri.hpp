@@ -169,6 +169,14 @@ struct InfiniRetriOptions {
     // answer. With more than one candidate, on_text receives the chosen answer whole once all
     // are generated.
     std::vector<int32_t> answer_alternatives = {128, 256, 16};
+    // How the final ranking turns calibrated token scores into a sentence's relevance (only with
+    // answer_context_tokens > 0). BestToken (default): its best token's score. BestTimesRootSum
+    // (experimental): best * sqrt(sum over its tokens of max(0, score - 1)) + 0.001 * best, with
+    // the question rows weighted by their own mass on the question in the ranking pass (not the
+    // first chunk's weights): a sentence that matches the question over many tokens then beats
+    // one that shares a single name with it, without the plain sum's bias for long sentences.
+    enum class SentenceRelevance { BestToken, BestTimesRootSum };
+    SentenceRelevance sentence_relevance = SentenceRelevance::BestToken;
     std::string neutral_question = "What does the text say?";
     int32_t max_answer_tokens = 64;
     // answer_full only: a document longer than the window is cut to the whole sentences from its
@@ -300,8 +308,9 @@ class InfiniRetri {
     // used). The question
     // should be the one `read` was read for: the kept sentences are those its attention chose. A
     // smaller answer context picks from the relevance ranking answer() computed, so `read` must
-    // come from a reading with answer_context_tokens > 0: otherwise InvalidArgument. The reading
-    // counters are copied from `read`; the answer's are new.
+    // come from a reading with answer_context_tokens > 0: otherwise InvalidArgument. With
+    // sentence_relevance other than BestToken the kept sentences are ranked again (two passes).
+    // The reading counters are copied from `read`; the answer's are new.
     Result<InfiniRetriAnswer> answer_again(const InfiniRetriAnswer& read, std::string_view question,
                                            const InfiniRetriOptions& options = {});
 

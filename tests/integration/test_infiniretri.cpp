@@ -517,17 +517,31 @@ TEST_CASE("a needle in a small haystack is found with the real model", "[smollm2
     CHECK(needle_kept);
 }
 
+namespace {
+
+// The 3,500-token haystack with the first needle at half depth that the ranking tests read, and
+// one reading of a text with the given options.
+std::string ranking_haystack(const Needle& n) {
+    return haystack(real_model().tokenizer(), essays(), 3500, 0.5, n.needle);
+}
+
+Result<InfiniRetriAnswer> read_text(InfiniRetri& ir, const std::string& text, const std::string& question,
+                                    const InfiniRetriOptions& o) {
+    auto src = SentenceSource::from_text(text);
+    return ir.answer(src, question, o);
+}
+
+}  // namespace
+
 TEST_CASE("the answer reads the kept sentences most relevant to the question", "[smollm2][infiniretri]") {
-    const Model& model = real_model();
     const Needle n = first_needle();
-    const std::string text = haystack(model.tokenizer(), essays(), 3500, 0.5, n.needle);
-    auto ir = InfiniRetri::create(model, 2);
+    const std::string text = ranking_haystack(n);
+    auto ir = InfiniRetri::create(real_model(), 2);
     REQUIRE(ir.ok());
     InfiniRetriOptions o;
     o.answer_context_tokens = 96;
     o.answer_alternatives = {};  // one answer per context here; the choice among several below
-    auto src = SentenceSource::from_text(text);
-    auto a = ir->answer(src, n.question, o);
+    auto a = read_text(*ir, text, n.question, o);
     REQUIRE(a.ok());
     INFO("answer: " << a->text);
     CHECK(a->candidates.empty());
@@ -631,21 +645,18 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
 }
 
 TEST_CASE("the best-root-sum ranking leaves the reading alone and ranks again on answer_again", "[smollm2][infiniretri]") {
-    const Model& model = real_model();
     const Needle n = first_needle();
-    const std::string text = haystack(model.tokenizer(), essays(), 3500, 0.5, n.needle);
-    auto ir = InfiniRetri::create(model, 2);
+    const std::string text = ranking_haystack(n);
+    auto ir = InfiniRetri::create(real_model(), 2);
     REQUIRE(ir.ok());
     InfiniRetriOptions best;
     best.answer_context_tokens = 96;
     best.answer_alternatives = {};
     InfiniRetriOptions root_sum = best;
     root_sum.sentence_relevance = InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
-    auto src_a = SentenceSource::from_text(text);
-    auto a = ir->answer(src_a, n.question, best);
+    auto a = read_text(*ir, text, n.question, best);
     REQUIRE(a.ok());
-    auto src_b = SentenceSource::from_text(text);
-    auto b = ir->answer(src_b, n.question, root_sum);
+    auto b = read_text(*ir, text, n.question, root_sum);
     REQUIRE(b.ok());
     // The same reading (the ranking comes after it), ranked differently.
     REQUIRE(b->kept.size() == a->kept.size());
@@ -674,8 +685,7 @@ TEST_CASE("the best-root-sum ranking leaves the reading alone and ranks again on
     // Even a reading that was never ranked (whole-cache answer) can be ranked and answered again.
     InfiniRetriOptions whole = best;
     whole.answer_context_tokens = 0;
-    auto src_w = SentenceSource::from_text(text);
-    auto w = ir->answer(src_w, n.question, whole);
+    auto w = read_text(*ir, text, n.question, whole);
     REQUIRE(w.ok());
     auto ranked = ir->answer_again(*w, n.question, root_sum);
     REQUIRE(ranked.ok());

@@ -1,4 +1,5 @@
-// answer_grounding(): how much of the top-ranked kept sentence's new information an answer carries.
+// answer_grounding(): how much of the top-ranked kept sentence's new information an answer carries;
+// choose_answer(): which of the answers from several contexts to keep.
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -51,6 +52,37 @@ float answer_grounding(std::span<const KeptSentence> kept, std::string_view ques
         sum += std::log((static_cast<double>(kept.size()) + 1.0) / (static_cast<double>(df) + 0.5));
     }
     return static_cast<float>(sum);
+}
+
+bool answers_agree(std::string_view a, std::string_view b) {
+    const std::set<std::string> wa = words_of(a), wb = words_of(b);
+    const auto shared = static_cast<size_t>(std::count_if(wa.begin(), wa.end(), [&](const std::string& w) {
+        return wb.count(w) != 0;
+    }));
+    const size_t either = wa.size() + wb.size() - shared;
+    return 2 * shared >= either;
+}
+
+size_t choose_answer(std::span<const AnswerCandidate> candidates) {
+    const size_t n = candidates.size();
+    auto best_of = [&](auto&& eligible) {
+        size_t best = n;
+        for (size_t k = 0; k < n; ++k) {
+            if (eligible(k) && (best == n || candidates[k].grounding > candidates[best].grounding)) best = k;
+        }
+        return best;
+    };
+    const size_t grounded = best_of([](size_t) { return true; });
+    if (grounded == n) return 0;
+    // support[k]: the candidates whose answer agrees with k's, k included.
+    std::vector<size_t> support(n, 0);
+    for (size_t k = 0; k < n; ++k) {
+        for (size_t j = 0; j < n; ++j) support[k] += answers_agree(candidates[k].text, candidates[j].text) ? 1 : 0;
+    }
+    auto majority = [&](size_t k) { return 2 * support[k] > n; };
+    if (majority(grounded)) return grounded;
+    const size_t agreed = best_of([&](size_t k) { return majority(k) && candidates[k].grounding > 0; });
+    return agreed == n ? grounded : agreed;
 }
 
 }  // namespace attnrag::pipelines

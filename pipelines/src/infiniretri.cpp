@@ -460,6 +460,7 @@ struct InfiniRetri::Impl {
         if (!neutral) return neutral.error();
         const std::vector<float> cal = detail::calibrated_scores(asked->score, neutral->score);
         const std::vector<float> best = sentence_best(cal, sents, asked->sent_begin);
+        run.out.relevance_by = o.sentence_relevance;
         for (size_t k = 0; k < sents.size(); ++k) {
             if (!root_sum) {
                 sents[k]->relevance = best[k];
@@ -545,10 +546,7 @@ struct InfiniRetri::Impl {
                                       answer_grounding(kept, run.question, results.back().text)});
             contexts.push_back(std::move(context));
         }
-        size_t best = 0;
-        for (size_t k = 1; k < out.candidates.size(); ++k) {
-            if (out.candidates[k].grounding > out.candidates[best].grounding) best = k;
-        }
+        const size_t best = choose_answer(out.candidates);
         const GenerateResult& chosen = results[best];
         out.chosen = static_cast<int32_t>(best);
         out.n_context_tokens = out.candidates[best].n_context_tokens;
@@ -739,9 +737,11 @@ struct InfiniRetri::Impl {
         if (o.answer_context_tokens <= 0) return final_answer(run, read.kept, t0);
         const bool ranked = std::any_of(read.kept.begin(), read.kept.end(),
                                         [](const KeptSentence& s) { return s.relevance > 0; });
-        if (o.sentence_relevance != InfiniRetriOptions::SentenceRelevance::BestToken) {
-            // Ranked again, with this ranking and the layers/heads of `o` (the reading's
-            // first-chunk weights are not saved; this ranking does not use them).
+        if (o.sentence_relevance != InfiniRetriOptions::SentenceRelevance::BestToken ||
+            (ranked && read.relevance_by != o.sentence_relevance)) {
+            // Ranked again, with this ranking and the layers/heads of `o`; the reading's
+            // first-chunk weights are not saved (BestTimesRootSum does not use them; BestToken
+            // then takes the ranking pass's own).
             set_probe_heads(run, o);
             run.probe.keep_probs = true;
             run.probe.stop_after_last_layer = true;

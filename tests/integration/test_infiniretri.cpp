@@ -276,17 +276,32 @@ TEST_CASE("the sentence cache respects its cap and kept sentences slice the sour
     CHECK(a->cache_limit == 96);
     CHECK(a->n_chunks == n_progress);
     CHECK(a->n_chunks >= 5);
-    CHECK(a->n_cache_tokens <= 96);
     REQUIRE_FALSE(a->kept.empty());
-    int32_t sum = 0;
+    // `kept` is the last cache, within the cap, and beside it the relevance reserve (3 sentences
+    // by default), in document order.
+    int32_t sum = 0, cached = 0, reserved = 0;
     uint64_t prev_end = 0;
     for (const auto& k : a->kept) {
         CHECK(k.text == text.substr(k.begin, k.end - k.begin));
         CHECK(k.begin >= prev_end);  // document order, disjoint
         prev_end = k.end;
         sum += static_cast<int32_t>(k.ids.size());
+        if (k.reserved) ++reserved;
+        else cached += static_cast<int32_t>(k.ids.size());
     }
     CHECK(sum == a->n_cache_tokens);
+    CHECK(cached <= 96);
+    CHECK(reserved <= o.relevance_reserve);
+    {
+        InfiniRetriOptions no_reserve = o;
+        no_reserve.relevance_reserve = 0;
+        no_reserve.on_progress = {};
+        auto plain = SentenceSource::from_text(text);
+        auto b = ir->answer(plain, "What do addictive things have in common?", no_reserve);
+        REQUIRE(b.ok());
+        CHECK(b->n_cache_tokens <= 96);
+        CHECK(std::none_of(b->kept.begin(), b->kept.end(), [](const KeptSentence& k) { return k.reserved; }));
+    }
 
     // Cancelling from the progress callback stops the run.
     auto again = SentenceSource::from_text(text);
@@ -494,8 +509,9 @@ TEST_CASE("a needle in a small haystack is found with the real model", "[smollm2
     CHECK(a->n_chunks >= 3);
     CHECK(streamed == a->text);
     CHECK(contains_answer(a->text, n.answers));
-    // The defaults answer from three contexts (64, then 128 and 256 tokens) and keep the answer
-    // best grounded in the top-ranked sentence, the first of equals; it is passed on whole.
+    // The defaults answer from four contexts (64, then 128, 256 and 16 tokens) and keep the answer
+    // choose_answer picks (the best grounded in the top-ranked sentence unless a grounded majority
+    // agrees on another); it is passed on whole.
     CHECK(pieces == 1);
     REQUIRE(a->candidates.size() == 1 + o.answer_alternatives.size());
     CHECK(a->candidates[0].context_budget == o.answer_context_tokens);
@@ -507,9 +523,8 @@ TEST_CASE("a needle in a small haystack is found with the real model", "[smollm2
         const AnswerCandidate& c = a->candidates[k];
         CHECK(c.grounding == answer_grounding(a->kept, n.question, c.text));
         CHECK(c.n_context_tokens <= std::max(c.context_budget, a->candidates[0].n_context_tokens));
-        if (k < chosen) CHECK(c.grounding < a->candidates[chosen].grounding);
-        if (k > chosen) CHECK(c.grounding <= a->candidates[chosen].grounding);
     }
+    CHECK(chosen == choose_answer(a->candidates));
     const bool needle_kept =
         std::any_of(a->kept.begin(), a->kept.end(), [&](const KeptSentence& k) {
             return k.text == n.needle && text.substr(k.begin, k.end - k.begin) == n.needle;
@@ -588,9 +603,17 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
     auto fewer = ir->answer_again(*a, n.question, o);
     REQUIRE(fewer.ok());
     CHECK(fewer->n_context_tokens <= 48);
-    auto unranked = ir->answer_again(*w, n.question, o);
+    // With the best-token ranking it needs the reading's first-chunk weights, which are not kept;
+    // best-root-sum (the default) ranks the kept sentences again.
+    InfiniRetriOptions best_token = o;
+    best_token.sentence_relevance = InfiniRetriOptions::SentenceRelevance::BestToken;
+    auto unranked = ir->answer_again(*w, n.question, best_token);
     REQUIRE_FALSE(unranked.ok());
     CHECK(unranked.error().code == Errc::InvalidArgument);
+    auto ranked_now = ir->answer_again(*w, n.question, o);
+    REQUIRE(ranked_now.ok());
+    CHECK(ranked_now->n_context_tokens <= 48);
+    CHECK(ranked_now->text == fewer->text);
     // A budget the whole cache fits still ranks it, and the ranking does not depend on the budget.
     o.answer_context_tokens = 8192;
     auto roomy_src = SentenceSource::from_text(text);
@@ -628,8 +651,11 @@ TEST_CASE("the answer reads the kept sentences most relevant to the question", "
     REQUIRE_FALSE(cancelled.ok());
     CHECK(cancelled.error().code == Errc::Cancelled);
     o.on_text = {};
-    // Alternatives choose by the ranking: not from an unranked reading.
-    auto unranked_several = ir->answer_again(*w, n.question, o);
+    // Alternatives choose by the ranking: not from an unranked reading with the best-token one
+    // (the default ranks it again).
+    InfiniRetriOptions several_best = o;
+    several_best.sentence_relevance = InfiniRetriOptions::SentenceRelevance::BestToken;
+    auto unranked_several = ir->answer_again(*w, n.question, several_best);
     REQUIRE_FALSE(unranked_several.ok());
     CHECK(unranked_several.error().code == Errc::InvalidArgument);
 
@@ -652,6 +678,7 @@ TEST_CASE("the best-root-sum ranking leaves the reading alone and ranks again on
     InfiniRetriOptions best;
     best.answer_context_tokens = 96;
     best.answer_alternatives = {};
+    best.sentence_relevance = InfiniRetriOptions::SentenceRelevance::BestToken;
     InfiniRetriOptions root_sum = best;
     root_sum.sentence_relevance = InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
     auto a = read_text(*ir, text, n.question, best);
@@ -682,6 +709,20 @@ TEST_CASE("the best-root-sum ranking leaves the reading alone and ranks again on
     REQUIRE(again->kept.size() == b->kept.size());
     for (size_t k = 0; k < b->kept.size(); ++k) CHECK(again->kept[k].relevance == b->kept[k].relevance);
     CHECK(again->text == b->text);
+    CHECK(a->relevance_by == InfiniRetriOptions::SentenceRelevance::BestToken);
+    CHECK(again->relevance_by == InfiniRetriOptions::SentenceRelevance::BestTimesRootSum);
+    // A reading ranked with best-root-sum answered again with best is ranked again with best:
+    // every relevance the best token's (no longer multiplied by the root of the sum).
+    auto back = ir->answer_again(*b, n.question, best);
+    REQUIRE(back.ok());
+    CHECK(back->relevance_by == InfiniRetriOptions::SentenceRelevance::BestToken);
+    REQUIRE(back->kept.size() == b->kept.size());
+    bool reranked = false;
+    for (size_t k = 0; k < b->kept.size(); ++k) {
+        CHECK(back->kept[k].relevance > 0);
+        reranked = reranked || back->kept[k].relevance != b->kept[k].relevance;
+    }
+    CHECK(reranked);
     // Even a reading that was never ranked (whole-cache answer) can be ranked and answered again.
     InfiniRetriOptions whole = best;
     whole.answer_context_tokens = 0;
@@ -720,6 +761,46 @@ TEST_CASE("answer grounding weighs the top sentence's new words by their rarity"
     CHECK(answer_grounding(cafe, "Where is the café?", "In Ljubljana's café.") ==
           Approx(std::log(4.0 / 1.5) * 3));  // "in", "ljubljana", "s" (of "'s"); "café" is asked
     CHECK(answer_grounding(cafe, "Where is the café?", "7319") == 0.0f);
+}
+
+TEST_CASE("the answer kept is the best grounded unless a grounded majority agrees on another", "[infiniretri]") {
+    auto candidate = [](std::string text, float grounding) {
+        AnswerCandidate c;
+        c.text = std::move(text);
+        c.grounding = grounding;
+        return c;
+    };
+    // Agreement: at least half of the two answers' words shared (case and punctuation aside).
+    CHECK(answers_agree("Eat a sandwich in Dolores Park.", "eat a sandwich, in Dolores Park"));
+    CHECK(answers_agree("Eat a sandwich in Dolores Park.", "To eat a sandwich in Dolores Park on a sunny day."));
+    CHECK_FALSE(answers_agree("Eat a sandwich in Dolores Park.", "Visit the city's many tourist attractions."));
+    CHECK(answers_agree("", ""));
+    CHECK_FALSE(answers_agree("", "7319"));
+    const std::string sandwich = "The best thing to do is eat a sandwich and sit in Dolores Park.";
+    const std::string tourist = "The best thing to do is to visit the city's many tourist attractions.";
+    // The best grounded, the first of equals, when no majority outvotes it.
+    CHECK(choose_answer({}) == 0);
+    CHECK(choose_answer(std::vector{candidate(sandwich, 1.0f)}) == 0);
+    CHECK(choose_answer(std::vector{candidate("7319", 2.0f), candidate("The code is 7319.", 2.0f)}) == 0);
+    CHECK(choose_answer(std::vector{candidate("A blue door.", 0.0f), candidate("It is 7319.", 3.0f),
+                                    candidate("Dolores Park.", 1.0f)}) == 1);
+    // Three of four agree on a grounded answer: the lone best grounded one loses to them (the
+    // best grounded of the majority).
+    const std::vector<AnswerCandidate> lone = {candidate(sandwich, 0.8f), candidate(sandwich, 0.9f),
+                                               candidate(sandwich + " Sunny.", 0.8f), candidate(tourist, 5.5f)};
+    CHECK(choose_answer(lone) == 1);
+    // A majority that carries nothing of the top sentence (a non-answer) does not outvote it.
+    std::vector<AnswerCandidate> empty_majority = lone;
+    for (size_t k = 0; k < 3; ++k) empty_majority[k] = candidate("The answer to this question is:", 0.0f);
+    CHECK(choose_answer(empty_majority) == 3);
+    // Two against two is no majority.
+    const std::vector<AnswerCandidate> split = {candidate(sandwich, 0.8f), candidate(sandwich, 0.8f),
+                                                candidate(tourist, 5.5f), candidate(tourist, 5.5f)};
+    CHECK(choose_answer(split) == 2);
+    // The best grounded answer in the majority needs no vote.
+    const std::vector<AnswerCandidate> agreed = {candidate(tourist, 1.0f), candidate(sandwich, 4.0f),
+                                                 candidate(sandwich, 4.0f), candidate(sandwich, 3.0f)};
+    CHECK(choose_answer(agreed) == 1);
 }
 
 TEST_CASE("a file larger than the window streams with a bounded cache", "[smollm2][infiniretri]") {

@@ -188,7 +188,8 @@ TEST_CASE("eval longqa scores questions about long documents", "[cli][infiniretr
     // The reading settings the numbers were measured with (the defaults here).
     CHECK(j["settings"]["chunk_tokens"] == 1024);
     CHECK(j["settings"]["score_memory"].get<double>() == Approx(0.5));
-    CHECK(j["settings"]["relevance_reserve"] == 0);
+    CHECK(j["settings"]["relevance_reserve"] == 3);
+    CHECK(j["settings"]["sentence_relevance"] == "best-root-sum");
     CHECK(j["settings"]["answer_context_tokens"] == 64);
     CHECK(j["settings"]["answer_alternatives"] == nlohmann::json::array({128, 256, 16}));
     REQUIRE(j["questions"].size() == 2);
@@ -514,6 +515,7 @@ TEST_CASE("eval niah saves each reading's kept sentences and answers them again 
     const auto saved = nlohmann::json::parse(line);
     CHECK(saved["cell"] == cell);
     CHECK(saved["question"] == first_needle().question);
+    CHECK(saved["sentence_relevance"] == "best-root-sum");  // the ranking its relevances come from
     std::ifstream hin(dir / "saved" / "1500_d50_sf-sandwich.txt", std::ios::binary);
     const std::string hay((std::istreambuf_iterator<char>(hin)), std::istreambuf_iterator<char>());
     REQUIRE_FALSE(saved["kept"].empty());
@@ -549,6 +551,13 @@ TEST_CASE("eval niah saves each reading's kept sentences and answers them again 
     REQUIRE(changed["compare"].size() == 1);
     CHECK(changed["compare"][0]["answer_context"] == 32);
     CHECK(changed["cells"][0]["compare"].size() == 1);
+    // Another ranking: the kept sentences are ranked again with it.
+    auto best = run_cli(again + answer + "--sentence-relevance best " + model_args());
+    REQUIRE(best.code == 0);
+    const auto by_best = nlohmann::json::parse(best.out);
+    CHECK(by_best["settings"]["sentence_relevance"] == "best");
+    REQUIRE(by_best["cells"].size() == 1);
+    CHECK(by_best["cells"][0]["needle_rank"].get<int>() >= 1);
 
     // Errors: a needle the needles file does not have, a question it asks differently, a line that
     // is not a saved reading, and flags that read or write haystacks.

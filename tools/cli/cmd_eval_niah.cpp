@@ -839,6 +839,7 @@ int answer_from_kept(const std::string& path, const std::vector<Needle>& needles
               {"settings",
                {{"answer_context_tokens", opt.answer_context_tokens},
                 {"answer_alternatives", opt.answer_alternatives},
+                {"sentence_relevance", sentence_relevance_name(opt.sentence_relevance)},
                 {"max_answer_tokens", opt.max_answer_tokens}}}};
     return print_report(r, cells, plot_path, json);
 }

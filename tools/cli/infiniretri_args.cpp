@@ -33,6 +33,14 @@ std::string grouped(long long v) {
     return out;
 }
 
+using SentenceRelevance = pipelines::InfiniRetriOptions::SentenceRelevance;
+
+std::optional<SentenceRelevance> parse_sentence_relevance(const std::string& name) {
+    if (name == "best") return SentenceRelevance::BestToken;
+    if (name == "best-root-sum") return SentenceRelevance::BestTimesRootSum;
+    return std::nullopt;
+}
+
 std::string join_ints(const std::vector<int32_t>& v) {
     std::string out;
     for (int32_t x : v) {
@@ -84,6 +92,10 @@ bool read_backend(Args& args, Backend& backend, std::string& error) {
     return true;
 }
 
+const char* sentence_relevance_name(SentenceRelevance r) {
+    return r == SentenceRelevance::BestToken ? "best" : "best-root-sum";
+}
+
 std::vector<OptionSpec> infiniretri_option_specs() {
     const pipelines::InfiniRetriOptions d;
     return {
@@ -99,12 +111,12 @@ std::vector<OptionSpec> infiniretri_option_specs() {
         {"relevance-reserve", true,
          "InfiniRetri: hold outside the prompts the N dropped sentences the question attended to most beyond "
          "what the rows before its words did, and rank them with the cache for the answer (default " +
-             std::to_string(d.relevance_reserve) + ": off; experimental)"},
+             std::to_string(d.relevance_reserve) + "; 0: off)"},
         {"cache-tokens", true, "InfiniRetri: cap on the kept sentences (default " + std::to_string(d.cache_tokens) + ")"},
         {"sentence-relevance", true,
-         "InfiniRetri: the final ranking's sentence relevance: best (its best token's calibrated score; default) or "
-         "best-root-sum (best x sqrt of its tokens' summed score above 1; experimental; --answer-from-kept ranks "
-         "again with it)"},
+         "InfiniRetri: the final ranking's sentence relevance: best-root-sum (its best token's calibrated score x "
+         "the square root of its tokens' summed score above 1; default) or best (its best token's score; before "
+         "session 21); --answer-from-kept ranks again with either"},
         {"answer-context", true,
          "InfiniRetri: the answer reads the kept sentences most relevant to the question, up to this many tokens "
          "(default " + std::to_string(d.answer_context_tokens) + "; 0: all of them)"},
@@ -160,14 +172,12 @@ bool read_infiniretri_options(Args& args, pipelines::InfiniRetriOptions& o, std:
     o.relevance_reserve = static_cast<int32_t>(reserve);
     o.cache_tokens = static_cast<int32_t>(cache);
     if (auto r = args.get("sentence-relevance")) {
-        if (*r == "best") {
-            o.sentence_relevance = pipelines::InfiniRetriOptions::SentenceRelevance::BestToken;
-        } else if (*r == "best-root-sum") {
-            o.sentence_relevance = pipelines::InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
-        } else {
+        const auto by = parse_sentence_relevance(*r);
+        if (!by) {
             error = "--sentence-relevance must be best or best-root-sum, not '" + *r + "'";
             return false;
         }
+        o.sentence_relevance = *by;
     }
     if (auto l = args.get("layers")) {
         if (!parse_int_list(*l, o.layers)) {
@@ -182,8 +192,7 @@ nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& o)
     return {{"chunk_tokens", o.chunk_tokens},   {"top_k", o.top_k},
             {"phrase_tokens", o.phrase_tokens}, {"score_memory", o.score_memory},
             {"relevance_reserve", o.relevance_reserve},
-            {"sentence_relevance", o.sentence_relevance == pipelines::InfiniRetriOptions::SentenceRelevance::BestToken
-                                       ? "best" : "best-root-sum"},
+            {"sentence_relevance", sentence_relevance_name(o.sentence_relevance)},
             {"cache_tokens", o.cache_tokens},   {"answer_context_tokens", o.answer_context_tokens},
             {"answer_alternatives", o.answer_alternatives}};
 }
@@ -195,7 +204,8 @@ nlohmann::json saved_reading_json(const pipelines::InfiniRetriAnswer& a) {
                         {"chunks", a.n_chunks},
                         {"cache_limit", a.cache_limit},
                         {"max_prompt_tokens", a.max_prompt_tokens},
-                        {"read_ms", a.read_ms}};
+                        {"read_ms", a.read_ms},
+                        {"sentence_relevance", sentence_relevance_name(a.relevance_by)}};
     auto& kept = j["kept"] = nlohmann::json::array();
     for (const auto& k : a.kept) {
         kept.push_back({{"begin", k.begin},
@@ -220,6 +230,11 @@ std::optional<pipelines::InfiniRetriAnswer> saved_reading_from_json(const nlohma
         a.cache_limit = j.value("cache_limit", 0);
         a.max_prompt_tokens = j.value("max_prompt_tokens", 0);
         a.read_ms = j.value("read_ms", 0.0);
+        // Readings saved before session 21 do not say: they were ranked with "best" unless read
+        // with --sentence-relevance best-root-sum.
+        const auto by = parse_sentence_relevance(j.value("sentence_relevance", std::string("best")));
+        if (!by) return std::nullopt;
+        a.relevance_by = *by;
         for (const auto& k : j.at("kept")) {
             pipelines::KeptSentence ks;
             ks.begin = k.at("begin").get<uint64_t>();

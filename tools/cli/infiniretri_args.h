@@ -33,14 +33,18 @@ Status read_infiniretri_heads(const Args& args, const Model& model, pipelines::I
 // "1,2,5" or "12-15" or a mix -> the integers; false on anything else.
 bool parse_int_list(const std::string& text, std::vector<int32_t>& out);
 
+// "best" or "best-root-sum" (--sentence-relevance).
+const char* sentence_relevance_name(pipelines::InfiniRetriOptions::SentenceRelevance r);
+
 // The reading settings a result was measured with, for JSON output: chunk_tokens, top_k,
-// phrase_tokens, score_memory, relevance_reserve, cache_tokens, answer_context_tokens,
-// answer_alternatives.
+// phrase_tokens, score_memory, relevance_reserve, sentence_relevance, cache_tokens,
+// answer_context_tokens, answer_alternatives.
 nlohmann::json infiniretri_settings_json(const pipelines::InfiniRetriOptions& options);
 
 // A reading saved for answering again without reading (`eval niah|longqa --save-kept`): the
-// reading counters and the kept sentences (byte range, text, token ids, score, relevance, reserved) of an
-// InfiniRetri answer; the answer itself is not saved.
+// reading counters, the ranking its relevances come from (sentence_relevance) and the kept sentences
+// (byte range, text, token ids, score, relevance, reserved) of an InfiniRetri answer; the answer
+// itself is not saved.
 nlohmann::json saved_reading_json(const pipelines::InfiniRetriAnswer& a);
 // A reading written by saved_reading_json(), for InfiniRetri::answer_again; nullopt when `j` is
 // not one (or holds no kept sentence).

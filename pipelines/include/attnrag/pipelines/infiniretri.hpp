@@ -110,19 +110,19 @@ struct InfiniRetriOptions {
     // the tokens and a 128K read takes ~1.45x as long (docs/niah/README.md, "Score memory").
     // In [0, 1).
     float score_memory = 0.5f;
-    // Experimental. Hold, outside the prompts, up to this many sentences that left the cache (or
-    // never entered it) and were the most relevant to the question while read; the final ranking
-    // and the answer read them beside the cache (KeptSentence::reserved). Meant as a safety net
-    // for a needle that the question's raw attention stops favouring: the reading itself is the
-    // one without a reserve. Relevance here is the calibrated score of answer_context_tokens
+    // Hold, outside the prompts, up to this many sentences that left the cache (or never entered
+    // it) and were the most relevant to the question while read; the final ranking and the answer
+    // read them beside the cache (KeptSentence::reserved). A safety net for a needle that the
+    // question's raw attention stops favouring: the reading itself is the one without a reserve. Relevance here is the calibrated score of answer_context_tokens
     // taken within each chunk pass (no extra pass): the question rows' attention over that of the
     // rows before the question's words ("Question: "), which cannot depend on it; a sentence
     // keeps its best (KeptSentence::peak_relevance). The reserve holds at most the tokens the
     // window has left beside a full cache and the answer. Session 18 kept such sentences in the
     // cache instead, where at 128K they held distractors sharing the question's words in every
-    // later prompt and lost two needles (docs/niah/README.md, "Relevance reserve"). 0 = off (the
-    // default).
-    int32_t relevance_reserve = 0;
+    // later prompt and lost two needles (docs/niah/README.md, "Relevance reserve"). 0 = off.
+    // Default 3 since session 21: with sentence_relevance BestTimesRootSum it found every needle
+    // of the 4K-128K grids read end to end (docs/niah/README.md).
+    int32_t relevance_reserve = 3;
     // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
     // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question
     // + answer fit the context window.
@@ -159,7 +159,9 @@ struct InfiniRetriOptions {
     // answer_context_tokens: one answer is generated from each distinct context and the one
     // best grounded in the top-ranked kept sentence wins (InfiniRetriAnswer::candidates): the
     // most inverse-document-frequency weight of that sentence's words that the question does not
-    // already contain; ties go to the earlier context. A 135M model's answer changes with the
+    // already contain; ties go to the earlier context; an answer only a minority of the contexts
+    // give loses to one a majority agree on when that one is grounded at all (choose_answer).
+    // A 135M model's answer changes with the
     // context around the needle in ways no single budget avoids; choosing among 64/128/256
     // found 218 of the 220 cells above (both misses wrong in all three). 16 tokens (about the
     // top sentence alone) joined them in session 17: alone it found every needle its reading
@@ -170,13 +172,15 @@ struct InfiniRetriOptions {
     // are generated.
     std::vector<int32_t> answer_alternatives = {128, 256, 16};
     // How the final ranking turns calibrated token scores into a sentence's relevance (only with
-    // answer_context_tokens > 0). BestToken (default): its best token's score. BestTimesRootSum
-    // (experimental): best * sqrt(sum over its tokens of max(0, score - 1)) + 0.001 * best, with
-    // the question rows weighted by their own mass on the question in the ranking pass (not the
-    // first chunk's weights): a sentence that matches the question over many tokens then beats
-    // one that shares a single name with it, without the plain sum's bias for long sentences.
+    // answer_context_tokens > 0). BestToken: its best token's score, with the question rows
+    // weighted as in the reading (the first chunk's weights). BestTimesRootSum (the default since
+    // session 21): best * sqrt(sum over its tokens of max(0, score - 1)) + 0.001 * best, with the
+    // question rows weighted by their own mass on the question in the ranking pass: a sentence
+    // that matches the question over many tokens then beats one that shares a single name with
+    // it, without the plain sum's bias for long sentences. With the relevance reserve it ranks
+    // the needle first where BestToken ranks a reserved needle third (128K grid, docs/niah).
     enum class SentenceRelevance { BestToken, BestTimesRootSum };
-    SentenceRelevance sentence_relevance = SentenceRelevance::BestToken;
+    SentenceRelevance sentence_relevance = SentenceRelevance::BestTimesRootSum;
     std::string neutral_question = "What does the text say?";
     int32_t max_answer_tokens = 64;
     // answer_full only: a document longer than the window is cut to the whole sentences from its
@@ -261,6 +265,9 @@ struct InfiniRetriAnswer {
     std::vector<AnswerCandidate> candidates = {};
     int32_t chosen = 0;
     bool truncated = false;  // answer_full with truncate_full: the document was cut to the window
+    // The ranking that computed KeptSentence::relevance (when computed): answer_again ranks again
+    // when asked for another one.
+    InfiniRetriOptions::SentenceRelevance relevance_by = InfiniRetriOptions::SentenceRelevance::BestToken;
     double read_ms = 0;     // reading, tokenizing and all chunk passes
     double prefill_ms = 0;  // final answer prompt (summed over the candidates)
     double decode_ms = 0;
@@ -274,6 +281,20 @@ struct InfiniRetriAnswer {
 // Words are runs of ASCII letters and digits (lower-cased) and non-ASCII bytes. 0 when `kept` is
 // empty or nothing of the sentence's new words is in the answer.
 float answer_grounding(std::span<const KeptSentence> kept, std::string_view question, std::string_view answer);
+
+// Whether two answers say much the same: their word sets (as answer_grounding's words) share at
+// least half of their union. Two empty answers agree.
+bool answers_agree(std::string_view a, std::string_view b);
+
+// Which of `candidates` (grounding computed) to answer with: the best grounded, the first of
+// equals, unless that answer is in a minority (agrees with at most half of the candidates,
+// itself included) while a majority agrees with an answer that is grounded at all (grounding > 0):
+// then the best grounded of those. When the ranking puts a distractor first, the smallest
+// context holds only the distractor and its answer is best grounded in it, while the larger
+// contexts also hold the needle and agree on its answer (docs/niah/README.md, "Agreeing
+// answers"). A majority that is not grounded at all (a non-answer such as "The answer is:")
+// does not outvote. 0 when `candidates` is empty.
+size_t choose_answer(std::span<const AnswerCandidate> candidates);
 
 // The prompt pieces (ChatML user turn, generation prompt): prefix + context + question.
 struct InfiniRetriPrompt {
@@ -309,7 +330,9 @@ class InfiniRetri {
     // should be the one `read` was read for: the kept sentences are those its attention chose. A
     // smaller answer context picks from the relevance ranking answer() computed, so `read` must
     // come from a reading with answer_context_tokens > 0: otherwise InvalidArgument. With
-    // sentence_relevance other than BestToken the kept sentences are ranked again (two passes).
+    // sentence_relevance BestTimesRootSum, or a ranking other than read.relevance_by, the kept
+    // sentences are ranked again (two passes; BestToken then weights the question rows by this
+    // pass's own mass on the question: the reading's first-chunk weights are not kept).
     // The reading counters are copied from `read`; the answer's are new.
     Result<InfiniRetriAnswer> answer_again(const InfiniRetriAnswer& read, std::string_view question,
                                            const InfiniRetriOptions& options = {});

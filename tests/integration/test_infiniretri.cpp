@@ -735,10 +735,7 @@ TEST_CASE("the best-root-sum ranking leaves the reading alone and ranks again on
 
 TEST_CASE("answer grounding weighs the top sentence's new words by their rarity", "[infiniretri]") {
     auto kept_sentence = [](std::string text, float relevance) {
-        KeptSentence k;
-        k.text = std::move(text);
-        k.relevance = relevance;
-        return k;
+        return KeptSentence{.text = std::move(text), .relevance = relevance};
     };
     const std::vector<KeptSentence> kept = {
         kept_sentence("The cat sat on the old mat.", 1.0f),
@@ -765,10 +762,7 @@ TEST_CASE("answer grounding weighs the top sentence's new words by their rarity"
 
 TEST_CASE("the answer kept is the best grounded unless a grounded majority agrees on another", "[infiniretri]") {
     auto candidate = [](std::string text, float grounding) {
-        AnswerCandidate c;
-        c.text = std::move(text);
-        c.grounding = grounding;
-        return c;
+        return AnswerCandidate{.text = std::move(text), .grounding = grounding};
     };
     // Agreement: at least half of the two answers' words shared (case and punctuation aside).
     CHECK(answers_agree("Eat a sandwich in Dolores Park.", "eat a sandwich, in Dolores Park"));

@@ -34,6 +34,12 @@ Status append(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view 
 
 }  // namespace
 
+std::vector<int32_t> upper_two_thirds(int32_t n_layer) {
+    std::vector<int32_t> layers;
+    for (int32_t l = n_layer / 3; l < n_layer; ++l) layers.push_back(l);
+    return layers;
+}
+
 std::string rag_prefix_text(std::string_view instruction) {
     return "<|im_start|>system\n" + std::string(instruction) + "<|im_end|>\n<|im_start|>user\n";
 }
@@ -159,9 +165,17 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         return ps;
     };
 
+    // The assembly settings the sorting passes probe with.
+    const SortSignal& signal = options.sort;
+    AssemblyOptions probed = options.assembly;
+    probed.probe_question_rows = signal.question_rows;
+    probed.probe_heads = signal.heads;
+    probed.probe_layers = signal.layers;
+    if (signal.all_layers) probed.probe_layers.clear();  // empty = every layer
+    else if (signal.layers.empty()) probed.probe_layers = upper_two_thirds(s.model->hparams().n_layer);
     std::vector<TokenId> neutral_question;
-    if (options.sort_passes > 0 && options.sort_baseline) {
-        auto np = build_rag_prompt(s.model->tokenizer(), options.instruction, {}, options.sort_neutral_question);
+    if (options.sort_passes > 0 && signal.calibrated) {
+        auto np = build_rag_prompt(s.model->tokenizer(), options.instruction, {}, signal.neutral_question);
         if (!np) return np.error();
         neutral_question = std::move(np->question);
     }
@@ -169,19 +183,19 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
     bool assembled = false;
     for (int32_t pass = 0; pass < options.sort_passes && out.order.size() > 1; ++pass) {
         ProbeResult att;
-        auto r = assemble(s.ctx, prompt->prefix, ordered(), prompt->question, options.assembly, cache, &att);
+        auto r = assemble(s.ctx, prompt->prefix, ordered(), prompt->question, probed, cache, &att);
         if (!r) return r.error();
         out.assembled = *r;
         std::vector<float> mass = mean_over_rows(att);
         const KeySpan q = out.assembled.question;
-        if (options.sort_baseline) {
+        if (signal.calibrated) {
             // The same passages, the neutral question in place of the question block.
             ProbeRequest req;
             req.layers = att.layers;
             req.heads = att.heads;
             req.spans = out.assembled.passages;
             const auto nq = static_cast<int32_t>(neutral_question.size());
-            for (int32_t row = options.assembly.probe_question_rows ? 0 : nq - 1; row < nq; ++row) req.rows.push_back(row);
+            for (int32_t row = signal.question_rows ? 0 : nq - 1; row < nq; ++row) req.rows.push_back(row);
             ProbeResult base;
             s.ctx.truncate(q.begin);
             ATTNRAG_TRY(s.ctx.eval(neutral_question, {.logits = LogitsMode::None, .probe = &req, .probe_out = &base}));
@@ -194,7 +208,7 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         std::vector<size_t> next;
         for (size_t k : idx) next.push_back(out.order[k]);
         assembled = next == out.order;  // unchanged: the context already holds this prompt ...
-        if (assembled && options.sort_baseline) {
+        if (assembled && signal.calibrated) {
             // ... up to the question block, which the neutral one replaced: put it back.
             s.ctx.truncate(q.begin);
             ATTNRAG_TRY(s.ctx.eval(prompt->question, {.logits = LogitsMode::Last}));
@@ -226,11 +240,7 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
     while (!answer_tokens.empty() && tok.is_end_of_generation(answer_tokens.back())) answer_tokens.pop_back();
     if (options.citations && !answer_tokens.empty() && !out.order.empty()) {
         ProbeRequest req;
-        req.layers = options.citation_layers;
-        if (req.layers.empty()) {
-            for (int32_t l = s.model->hparams().n_layer / 3; l < s.model->hparams().n_layer; ++l) req.layers.push_back(l);
-        }
-        req.heads = options.assembly.probe_heads;
+        req.layers = options.citation_layers.empty() ? upper_two_thirds(s.model->hparams().n_layer) : options.citation_layers;
         req.rows.resize(answer_tokens.size());
         std::iota(req.rows.begin(), req.rows.end(), 0);
         req.spans = out.assembled.passages;

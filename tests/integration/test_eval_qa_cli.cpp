@@ -114,14 +114,28 @@ TEST_CASE("eval qa with passages scores answers and citations and places the gol
     CHECK(nlohmann::json::parse(first_rows[0])["prompt_order"].front() == facts()[0].id);
 
     // Sorting settings reach the run and are reported; bad ones are usage errors.
-    auto sorted = run_cli("eval qa --json --assembly blocks --order gold-first --limit 2 --sort-passes 1 --sort-rows question "
-                          "--sort-score calibrated --sort-layers 10-29 --passages " + file.string() + " " + model_args());
+    auto sorted = run_cli("eval qa --json --assembly blocks --order gold-first --limit 2 --sort-passes 1 --passages " +
+                          file.string() + " " + model_args());
     REQUIRE(sorted.code == 0);
     const auto sj = nlohmann::json::parse(sorted.out);
     CHECK(sj["sort_passes"] == 1);
-    CHECK(sj["sort_score"] == "calibrated");
+    CHECK(sj["sort_score"] == "calibrated");  // the defaults
+    CHECK(sj["sort_rows"] == "question");
+    CHECK(sj["sort_layers"] == "upper");
     CHECK(sj.contains("gold_nearest_rate"));
-    for (const char* bad : {"--sort-rows all", "--sort-score best", "--sort-layers 5-2", "--sort-passes -1"}) {
+    auto method = run_cli("eval qa --json --assembly blocks --order gold-first --limit 1 --sort-passes 1 --sort-rows last "
+                          "--sort-score raw --sort-layers all --passages " + file.string() + " " + model_args());
+    REQUIRE(method.code == 0);
+    const auto mj = nlohmann::json::parse(method.out);
+    CHECK(mj["sort_score"] == "raw");
+    CHECK(mj["sort_rows"] == "last");
+    CHECK(mj["sort_layers"] == "all");
+    auto listed = run_cli("eval qa --json --limit 1 --sort-passes 1 --sort-layers 10-12 --passages " + file.string() + " " +
+                          model_args());
+    REQUIRE(listed.code == 0);
+    CHECK(nlohmann::json::parse(listed.out)["sort_layers"] == "10,11,12");
+    for (const char* bad : {"--sort-rows all", "--sort-score best", "--sort-layers 5-2", "--sort-layers top",
+                            "--sort-passes -1"}) {
         INFO(bad);
         CHECK(run_cli("eval qa " + std::string(bad) + " --passages " + file.string() + " " + model_args()).code == 2);
     }

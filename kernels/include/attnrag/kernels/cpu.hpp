@@ -60,7 +60,7 @@ struct CpuKernels {
 
     // Indexed as matvec; nullptr for the float formats. The scalar table holds the reference (a
     // matvec per token) for every quantized type; a SIMD level overrides the types it has a
-    // GEMM body for (AVX-512: Q4_0, Q4_1, Q8_0) and keeps the reference for the others, so an
+    // GEMM body for (AVX-512 VNNI: all six) and keeps the reference for the others, so an
     // entry equal to the scalar table's means "no fast GEMM here".
     GemmQ8Fn gemm_q8[9];
 };

@@ -29,7 +29,8 @@ struct GemmScratch {
 // y[i][r] = sum_c x[i][c] * W[r][c] for i in [0, m), r in [0, W.n_rows).
 // x: [m][W.n_cols] f32, row stride ldx; y: [m][ldy] f32 (only the first W.n_rows columns written).
 // Small m uses quantized dot products (matvec). Larger m, for a quantized type whose int8 GEMM
-// the active SIMD level implements (CpuKernels::gemm_q8: Q4_0, Q4_1, Q8_0 with AVX-512 VNNI),
+// the active SIMD level implements (CpuKernels::gemm_q8: Q4_0, Q4_1, Q8_0 and the K-quants
+// with AVX-512 VNNI),
 // quantizes x to BlockQ8A as decode does (so results carry the same ~1% activation rounding) and
 // multiplies each thread's slice of weight rows with all m rows of x. Other types and levels
 // dequantize weight tiles into scratch and call single-threaded OpenBLAS sgemm on each thread's

@@ -66,7 +66,12 @@ std::filesystem::path cli_path() {
 }
 
 CliRun run_cli(const std::string& args, bool with_stderr) {
-    const std::string cmd = cli_path().string() + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
+    // The CLI runs on the tests' model (SmolLM2 unless $ATTNRAG_MODEL says otherwise), not on the
+    // CLI's default, which is the quality model where it is installed; --model in args wins.
+    const std::string model = model_path().string();
+    const std::string env = model.empty() ? "" : "ATTNRAG_MODEL='" + model + "' ";
+    const std::string cmd =
+        env + cli_path().string() + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
     CliRun r;
     FILE* p = ::popen(cmd.c_str(), "r");
     REQUIRE(p != nullptr);

@@ -26,8 +26,8 @@ struct CliRun {
     int code = -1;    // exit status (-1: did not exit normally)
     std::string out;  // stdout, and stderr too when asked for
 };
-// Runs `attnrag ARGS` through the shell (ARGS is quoted by the caller); stderr is captured
-// (interleaved with stdout) when `with_stderr`, else discarded.
+// Runs `attnrag ARGS` through the shell (ARGS is quoted by the caller) with ATTNRAG_MODEL set to
+// model_path(); stderr is captured (interleaved with stdout) when `with_stderr`, else discarded.
 CliRun run_cli(const std::string& args, bool with_stderr = false);
 
 }  // namespace attnrag::test

@@ -44,7 +44,10 @@ int fail_usage(const std::string& command, const std::string& message);
 int fail(const std::string& command, const std::string& message);
 
 // Model options shared by every model command.
-inline const OptionSpec kModelOption{"model", true, "GGUF model file (default: $ATTNRAG_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)"};
+inline const OptionSpec kModelOption{
+    "model", true,
+    "a model name (qwen2.5-1.5b, smollm2-135m; see attnrag models) or a GGUF file (default: "
+    "$ATTNRAG_MODEL, else qwen2.5-1.5b where installed, else smollm2-135m)"};
 inline const OptionSpec kThreadsOption{"threads", true, "worker threads (default: all cores)"};
 
 // Appends --model, --threads and --help: the tail of every model command's option table.

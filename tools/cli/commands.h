@@ -22,6 +22,7 @@ int cmd_perplexity(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_bench_kv(int argc, char** argv);  // attnrag bench kv
 int cmd_info(int argc, char** argv);
+int cmd_models(int argc, char** argv);
 int cmd_ingest(int argc, char** argv);
 int cmd_search(int argc, char** argv);
 int cmd_ask(int argc, char** argv);

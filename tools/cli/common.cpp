@@ -12,7 +12,15 @@
 namespace attnrag::cli {
 
 Result<Model> load_model_from(const Args& args, const std::string& command) {
-    std::string path = args.get_or("model", default_model_path());
+    std::string path = default_model_path();
+    if (auto given = args.get("model")) {
+        auto resolved = resolve_model(*given);
+        if (!resolved) {
+            std::fprintf(stderr, "attnrag %s: %s\n", command.c_str(), resolved.error().message.c_str());
+            return resolved.error();
+        }
+        path = *resolved;
+    }
     auto model = Model::load(path);
     if (!model) {
         std::fprintf(stderr, "attnrag %s: cannot load model: %s\n", command.c_str(),

@@ -17,6 +17,7 @@ void print_usage() {
         "  bench        prefill/decode speed next to this machine's sgemm and memory limits;\n"
         "               bench kv: time to first token, full prefill vs spliced passage KV\n"
         "  info         model metadata and tensor summary\n"
+        "  models       the models attnrag knows and the ones installed\n"
         "  ingest       add files and folders to a corpus (store + hybrid index)\n"
         "  search       BM25, dense or hybrid search over a corpus\n"
         "  ask          answer a question from a corpus, with citations (passage KV reused)\n"
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     if (cmd == "perplexity") return cmd_perplexity(argc - 2, argv + 2);
     if (cmd == "bench") return cmd_bench(argc - 2, argv + 2);
     if (cmd == "info") return cmd_info(argc - 2, argv + 2);
+    if (cmd == "models") return cmd_models(argc - 2, argv + 2);
     if (cmd == "ingest") return cmd_ingest(argc - 2, argv + 2);
     if (cmd == "search") return cmd_search(argc - 2, argv + 2);
     if (cmd == "ask") return cmd_ask(argc - 2, argv + 2);

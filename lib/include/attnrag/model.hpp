@@ -8,6 +8,7 @@
 #include "attnrag/gguf.hpp"
 #include "attnrag/kernels/cpu.hpp"
 #include "attnrag/kernels/gemm.hpp"
+#include "attnrag/model_catalog.hpp"  // default_model_path
 #include "attnrag/result.hpp"
 #include "attnrag/tokenizer.hpp"
 
@@ -79,7 +80,5 @@ class Model {
     std::unique_ptr<Impl> impl_;
 };
 
-// The default model path: $ATTNRAG_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf.
-std::string default_model_path();
 
 }  // namespace attnrag

@@ -310,9 +310,4 @@ uint64_t Model::matmul_macs_per_token(bool with_lm_head) const {
     return total;
 }
 
-std::string default_model_path() {
-    if (const char* env = std::getenv("ATTNRAG_MODEL"); env && *env) return env;
-    return "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 }  // namespace attnrag

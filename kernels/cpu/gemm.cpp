@@ -1,5 +1,6 @@
 // matmul: quantized matvec for few rows; for many, the int8 GEMM where the active SIMD level has
-// one for the type, else dequantized tiles + OpenBLAS sgemm.
+// one for the type, else dequantized tiles + OpenBLAS sgemm. matmul_many: several matrices on
+// one input, quantized once, in one fork-join.
 #include "attnrag/kernels/gemm.hpp"
 
 #include <cblas.h>
@@ -21,27 +22,16 @@ int64_t tile_rows(int64_t n_cols) {
     return std::clamp<int64_t>(rows / 16 * 16, 16, 4096);
 }
 
-void matmul_vec(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x,
-                int64_t m, int64_t ldx, float* y, int64_t ldy) {
-    const CpuKernels& k = cpu_kernels();
-    const TypeTraits* tt = type_traits(w.type);
-    MatVecFn mv = k.matvec[kernel_type_index(w.type)];
-    const void* xs[kGemmMinRows];
-    if (tt->quantized) {
-        int64_t n_blocks = w.n_cols / kQK;
-        scratch.x_q8.resize(static_cast<size_t>(n_blocks * m));
-        for (int64_t i = 0; i < m; ++i) {
-            BlockQ8A* dst = scratch.x_q8.data() + i * n_blocks;
-            k.quantize_q8a(x + i * ldx, dst, w.n_cols);
-            xs[i] = dst;
-        }
-    } else {
-        for (int64_t i = 0; i < m; ++i) xs[i] = x + i * ldx;
-    }
+// Float weights, few rows: a float matvec per token, rows split over the pool.
+void matmul_vec_float(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, int64_t ldx,
+                      float* y, int64_t ldy) {
+    const MatVecFn mv = cpu_kernels().matvec[kernel_type_index(w.type)];
     // Slices of 16 rows keep each thread's writes on separate cache lines.
     pool.parallel_for(w.n_rows, 16, [&](int64_t r0, int64_t r1) {
-        const auto* wp = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes;
-        for (int64_t i = 0; i < m; ++i) mv(w.n_cols, r1 - r0, wp, w.row_bytes, xs[i], y + i * ldy + r0);
+        const auto* wp =
+            static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes;
+        for (int64_t i = 0; i < m; ++i)
+            mv(w.n_cols, r1 - r0, wp, w.row_bytes, x + i * ldx, y + i * ldy + r0);
     });
 }
 
@@ -58,28 +48,6 @@ void row_slice(int64_t n_rows, int idx, int nt, int64_t& r0, int64_t& r1) {
 bool has_simd_gemm_q8(const CpuKernels& k, int slot) {
     const GemmQ8Fn fn = k.gemm_q8[slot];
     return fn != nullptr && fn != cpu_kernels(SimdLevel::Scalar).gemm_q8[slot];
-}
-
-// Activations quantized once to BlockQ8A (as decode does), then each thread multiplies its slice
-// of weight rows with all m tokens.
-void matmul_q8(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x,
-               int64_t m, int64_t ldx, float* y, int64_t ldy) {
-    const CpuKernels& k = cpu_kernels();
-    const GemmQ8Fn gemm = k.gemm_q8[kernel_type_index(w.type)];
-    const int64_t n_blocks = w.n_cols / kQK;
-    scratch.x_q8.resize(static_cast<size_t>(n_blocks * m));
-    BlockQ8A* xq = scratch.x_q8.data();
-    pool.parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) k.quantize_q8a(x + i * ldx, xq + i * n_blocks, w.n_cols);
-    });
-    pool.run([&](int idx, int nt) {
-        int64_t r0 = 0, r1 = 0;
-        row_slice(w.n_rows, idx, nt, r0, r1);
-        if (r0 >= r1) return;
-        gemm(w.n_cols, r1 - r0,
-             static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes,
-             w.row_bytes, m, xq, n_blocks, y + r0, ldy);
-    });
 }
 
 void matmul_gemm(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x,
@@ -117,7 +85,89 @@ void matmul_gemm(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, co
     });
 }
 
+// Quantizes rows [0, m) of x (stride ldx, n_cols each) to BlockQ8A in scratch.x_q8, over the
+// pool when there are enough rows to share.
+BlockQ8A* quantize_rows(ThreadPool& pool, GemmScratch& scratch, const float* x, int64_t m,
+                        int64_t ldx, int64_t n_cols) {
+    const CpuKernels& k = cpu_kernels();
+    const int64_t n_blocks = n_cols / kQK;
+    scratch.x_q8.resize(static_cast<size_t>(n_blocks * m));
+    BlockQ8A* xq = scratch.x_q8.data();
+    if (m < kGemmMinRows) {
+        for (int64_t i = 0; i < m; ++i) k.quantize_q8a(x + i * ldx, xq + i * n_blocks, n_cols);
+    } else {
+        pool.parallel_for(m, 1, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i)
+                k.quantize_q8a(x + i * ldx, xq + i * n_blocks, n_cols);
+        });
+    }
+    return xq;
+}
+
+// matmul_many's shared path: rows of all targets in one fork-join. Decode (m < kGemmMinRows):
+// the targets' rows, in 16-row units, are laid end to end and cut into one contiguous share per
+// thread (matvecs are memory-bound, so equal bytes make equal time). Prefill: each thread takes
+// its slice of every target's rows (the GEMM's per-thread packing wants whole panels).
+void matmul_many_q8(ThreadPool& pool, GemmScratch& scratch, std::span<const MatmulTarget> targets,
+                    const float* x, int64_t m, int64_t ldx) {
+    const CpuKernels& k = cpu_kernels();
+    const int64_t n_cols = targets[0].w->n_cols;
+    const int64_t n_blocks = n_cols / kQK;
+    const BlockQ8A* xq = quantize_rows(pool, scratch, x, m, ldx, n_cols);
+    if (m >= kGemmMinRows) {
+        pool.run([&](int idx, int nt) {
+            for (const MatmulTarget& t : targets) {
+                int64_t r0 = 0, r1 = 0;
+                row_slice(t.w->n_rows, idx, nt, r0, r1);
+                if (r0 >= r1) continue;
+                k.gemm_q8[kernel_type_index(t.w->type)](
+                    n_cols, r1 - r0,
+                    static_cast<const uint8_t*>(t.w->data) +
+                        static_cast<size_t>(r0) * t.w->row_bytes,
+                    t.w->row_bytes, m, xq, n_blocks, t.y + r0, t.ldy);
+            }
+        });
+        return;
+    }
+    int64_t n_units = 0;
+    for (const MatmulTarget& t : targets) n_units += (t.w->n_rows + 15) / 16;
+    pool.run([&](int idx, int nt) {
+        const int64_t u0 = n_units * idx / nt, u1 = n_units * (idx + 1) / nt;
+        int64_t base = 0;  // first unit of the current target
+        for (const MatmulTarget& t : targets) {
+            const int64_t units = (t.w->n_rows + 15) / 16;
+            const int64_t a = std::max(u0, base) - base, b = std::min(u1, base + units) - base;
+            base += units;
+            if (a >= b) continue;
+            const int64_t r0 = a * 16, r1 = std::min(b * 16, t.w->n_rows);
+            const MatVecFn mv = k.matvec[kernel_type_index(t.w->type)];
+            const auto* wp =
+                static_cast<const uint8_t*>(t.w->data) + static_cast<size_t>(r0) * t.w->row_bytes;
+            for (int64_t i = 0; i < m; ++i)
+                mv(n_cols, r1 - r0, wp, t.w->row_bytes, xq + i * n_blocks, t.y + i * t.ldy + r0);
+        }
+    });
+}
+
 }  // namespace
+
+void matmul_many(ThreadPool& pool, GemmScratch& scratch, std::span<const MatmulTarget> targets,
+                 const float* x, int64_t m, int64_t ldx) {
+    if (m <= 0 || targets.empty()) return;
+    const CpuKernels& k = cpu_kernels();
+    bool shared = true;
+    for (const MatmulTarget& t : targets) {
+        const int slot = kernel_type_index(t.w->type);
+        shared = shared && type_traits(t.w->type)->quantized &&
+                 t.w->n_cols == targets[0].w->n_cols && t.w->n_rows > 0 &&
+                 (m < kGemmMinRows || has_simd_gemm_q8(k, slot));
+    }
+    if (!shared) {
+        for (const MatmulTarget& t : targets) matmul(pool, scratch, *t.w, x, m, ldx, t.y, t.ldy);
+        return;
+    }
+    matmul_many_q8(pool, scratch, targets, x, m, ldx);
+}
 
 void blas_single_threaded() {
     static std::once_flag once;
@@ -127,10 +177,12 @@ void blas_single_threaded() {
 void matmul(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x, int64_t m,
             int64_t ldx, float* y, int64_t ldy) {
     if (m <= 0 || w.n_rows <= 0) return;
-    if (m < kGemmMinRows) {
-        matmul_vec(pool, scratch, w, x, m, ldx, y, ldy);
-    } else if (has_simd_gemm_q8(cpu_kernels(), kernel_type_index(w.type))) {
-        matmul_q8(pool, scratch, w, x, m, ldx, y, ldy);
+    if (type_traits(w.type)->quantized &&
+        (m < kGemmMinRows || has_simd_gemm_q8(cpu_kernels(), kernel_type_index(w.type)))) {
+        const MatmulTarget t{&w, y, ldy};
+        matmul_many_q8(pool, scratch, std::span<const MatmulTarget>(&t, 1), x, m, ldx);
+    } else if (m < kGemmMinRows) {
+        matmul_vec_float(pool, w, x, m, ldx, y, ldy);
     } else {
         matmul_gemm(pool, scratch, w, x, m, ldx, y, ldy);
     }
@@ -150,9 +202,11 @@ double measure_sgemm_gflops(ThreadPool& pool, int64_t n, int reps) {
                         static_cast<int>(n), b.data() + c0, static_cast<int>(n), 0.0f,
                         c.data() + c0, static_cast<int>(n));
         });
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        best = std::min(
+            best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / best / 1e9;
+    return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / best /
+           1e9;
 }
 
 double measure_memcpy_gbs(ThreadPool& pool, size_t bytes, int reps) {
@@ -166,9 +220,11 @@ double measure_memcpy_gbs(ThreadPool& pool, size_t bytes, int reps) {
     for (int r = 0; r < reps; ++r) {
         auto t0 = std::chrono::steady_clock::now();
         pool.run([&](int idx, int) {
-            std::memcpy(dst[static_cast<size_t>(idx)].data(), src[static_cast<size_t>(idx)].data(), bytes);
+            std::memcpy(dst[static_cast<size_t>(idx)].data(), src[static_cast<size_t>(idx)].data(),
+                        bytes);
         });
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        best = std::min(
+            best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     return 2.0 * static_cast<double>(bytes) * nt / best / 1e9;
 }
@@ -177,7 +233,9 @@ double measure_read_gbs(ThreadPool& pool, size_t bytes, int reps) {
     int nt = pool.n_threads();
     const size_t n = bytes / sizeof(uint64_t);
     std::vector<std::vector<uint64_t>> buf(static_cast<size_t>(nt));
-    pool.run([&](int idx, int) { buf[static_cast<size_t>(idx)].assign(n, static_cast<uint64_t>(idx) + 1); });
+    pool.run([&](int idx, int) {
+        buf[static_cast<size_t>(idx)].assign(n, static_cast<uint64_t>(idx) + 1);
+    });
     std::vector<uint64_t> sink(static_cast<size_t>(nt) * 8);
     double best = 1e30;
     for (int r = 0; r < reps; ++r) {
@@ -189,9 +247,11 @@ double measure_read_gbs(ThreadPool& pool, size_t bytes, int reps) {
             for (size_t i = 0; i + 8 <= n; i += 8) {
                 for (int j = 0; j < 8; ++j) a[j] ^= p[i + static_cast<size_t>(j)];
             }
-            for (int j = 0; j < 8; ++j) sink[static_cast<size_t>(idx) * 8 + static_cast<size_t>(j)] = a[j];
+            for (int j = 0; j < 8; ++j)
+                sink[static_cast<size_t>(idx) * 8 + static_cast<size_t>(j)] = a[j];
         });
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        best = std::min(
+            best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     volatile uint64_t keep = sink[0];
     (void)keep;

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -520,4 +521,55 @@ TEST_CASE("matmul: the batched path equals a quantized matvec per token, all thr
         }
     }
     set_simd_level(saved);
+}
+
+TEST_CASE("matmul_many: each target equals its own matmul, bit for bit") {
+    // q/k/v-like targets of different types and heights on one input; decode (m < 8) and
+    // prefill sizes; thread counts that split the targets' rows unevenly. A float target makes
+    // the call fall back to one matmul per target.
+    std::mt19937 rng(24);
+    const int64_t n_cols = 512;
+    struct Spec {
+        DType type;
+        int64_t n_rows;
+    };
+    const std::vector<std::vector<Spec>> groups = {
+        {{DType::Q4_K, 200}, {DType::Q4_K, 40}, {DType::Q6_K, 40}},
+        {{DType::Q4_1, 96}, {DType::Q8_0, 33}},
+        {{DType::Q4_K, 64}, {DType::F32, 17}},
+    };
+    for (const auto& group : groups) {
+        std::vector<std::unique_ptr<GuardedMatrix>> mats;
+        std::vector<WeightView> views;
+        for (const Spec& sp : group) {
+            mats.push_back(std::make_unique<GuardedMatrix>(sp.type, sp.n_rows, n_cols, 0, rng));
+            GuardedMatrix& g = *mats.back();
+            if (sp.type == DType::F32) {
+                // GuardedMatrix quantizes; an F32 matrix is written here directly.
+                const std::vector<float> f = random_floats(sp.n_rows * n_cols, rng, 0.1f);
+                std::memcpy(g.buf.data(), f.data(), f.size() * sizeof(float));
+            }
+            views.push_back({g.data(), sp.type, n_cols, sp.n_rows, g.stride});
+        }
+        for (int n_threads : {1, 2, 3}) {
+            for (int64_t m : {int64_t{1}, int64_t{3}, kGemmMinRows, int64_t{37}}) {
+                INFO("group of " << group.size() << ", first " << type_traits(group[0].type)->name
+                                 << ", threads " << n_threads << ", m " << m);
+                ThreadPool pool(n_threads);
+                GemmScratch scratch;
+                const std::vector<float> x = random_floats(m * n_cols, rng);
+                std::vector<std::vector<float>> got(group.size()), want(group.size());
+                std::vector<MatmulTarget> targets;
+                for (size_t j = 0; j < group.size(); ++j) {
+                    const int64_t ldy = group[j].n_rows + 3;
+                    got[j].assign(static_cast<size_t>(m * ldy), 9.0f);
+                    want[j].assign(static_cast<size_t>(m * ldy), 9.0f);
+                    targets.push_back({&views[j], got[j].data(), ldy});
+                    matmul(pool, scratch, views[j], x.data(), m, n_cols, want[j].data(), ldy);
+                }
+                matmul_many(pool, scratch, targets, x.data(), m, n_cols);
+                for (size_t j = 0; j < group.size(); ++j) CHECK(got[j] == want[j]);
+            }
+        }
+    }
 }

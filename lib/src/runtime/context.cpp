@@ -489,9 +489,11 @@ void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
     for (int32_t il = 0; il < ex.n_layers; ++il) {
         const LayerWeights& L = model->layer(il);
         for (int64_t i = 0; i < n; ++i) kk.rmsnorm(x.data() + i * d, L.attn_norm, hp.rms_eps, h.data() + i * d, d);
-        kernels::matmul(pool, gemm, L.wq, h.data(), n, d, q.data(), q_dim);
-        kernels::matmul(pool, gemm, L.wk, h.data(), n, d, k.data(), kv_dim);
-        kernels::matmul(pool, gemm, L.wv, h.data(), n, d, v.data(), kv_dim);
+        {
+            const kernels::MatmulTarget qkv[] = {
+                {&L.wq, q.data(), q_dim}, {&L.wk, k.data(), kv_dim}, {&L.wv, v.data(), kv_dim}};
+            kernels::matmul_many(pool, gemm, qkv, h.data(), n, d);
+        }
         float* kc = k_cache[sz(il)].data();
         float* vc = v_cache[sz(il)].data();
         for (int64_t i = 0; i < n; ++i) {
@@ -536,8 +538,10 @@ void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
         kk.axpy_f32(1.0f, h.data(), x.data(), n * d);
 
         for (int64_t i = 0; i < n; ++i) kk.rmsnorm(x.data() + i * d, L.ffn_norm, hp.rms_eps, h.data() + i * d, d);
-        kernels::matmul(pool, gemm, L.w_gate, h.data(), n, d, gate.data(), ff);
-        kernels::matmul(pool, gemm, L.w_up, h.data(), n, d, up.data(), ff);
+        {
+            const kernels::MatmulTarget gate_up[] = {{&L.w_gate, gate.data(), ff}, {&L.w_up, up.data(), ff}};
+            kernels::matmul_many(pool, gemm, gate_up, h.data(), n, d);
+        }
         kk.silu_mul(gate.data(), up.data(), n * ff);
         kernels::matmul(pool, gemm, L.w_down, gate.data(), n, ff, h.data(), d);
         kk.axpy_f32(1.0f, h.data(), x.data(), n * d);

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "attnrag/kernels/thread_pool.hpp"
@@ -37,6 +38,21 @@ struct GemmScratch {
 // slice of rows.
 void matmul(ThreadPool& pool, GemmScratch& scratch, const WeightView& w, const float* x, int64_t m,
             int64_t ldx, float* y, int64_t ldy);
+
+// One product of matmul_many: y = x · W^T, y [m][ldy].
+struct MatmulTarget {
+    const WeightView* w = nullptr;
+    float* y = nullptr;
+    int64_t ldy = 0;
+};
+
+// matmul for several weight matrices that read the same input x [m][n_cols] (q/k/v, gate/up):
+// every target's result equals matmul(pool, scratch, *t.w, x, m, ldx, t.y, t.ldy), but where
+// all targets take an int8 path (quantized types: matvec for m < kGemmMinRows, the int8 GEMM
+// above) x is quantized once for all of them and the pool forks and joins once, not once per
+// matrix. The targets must share n_cols; any other mix falls back to one matmul per target.
+void matmul_many(ThreadPool& pool, GemmScratch& scratch, std::span<const MatmulTarget> targets,
+                 const float* x, int64_t m, int64_t ldx);
 
 // Rows at or above which matmul switches from matvec to a GEMM (int8 or dequantize + sgemm).
 inline constexpr int64_t kGemmMinRows = 8;

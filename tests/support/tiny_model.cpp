@@ -1,16 +1,145 @@
 // A tiny random llama/qwen2 model written as GGUF, and a naive double-precision reference forward.
 #include "tiny_model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <type_traits>
 
 #include "attnrag/gguf.hpp"
+#include "attnrag/kernels/cpu.hpp"
 
 namespace attnrag::test {
 
 using kernels::DType;
+
+namespace {
+
+// An f16 super-block scale of `amax` / `n_levels`, nudged up by more than f16's rounding
+// (2^-11) so that the stored scale times n_levels still covers amax. Stores the f16 in `h`.
+float f16_scale_up(float amax, float n_levels, uint16_t& h) {
+    h = kernels::f32_to_f16(amax / n_levels * 1.001f);
+    return kernels::f16_to_f32(h);
+}
+
+// A Q4_K or Q5_K super-block of x[0, 256): sub-block j (32 elements) decodes to
+// d*sc[j]*q - dmin*m[j], q in [0, 2^bits), with 6-bit sc[j] and m[j]. Not ggml's error search:
+// the minimum is clamped to <= 0 (as ggml does, so m[j] >= 0) and m[j], then sc[j], round up so
+// that the codes cover the sub-block: no clamping, error <= half a step d*sc[j]/2.
+template <class Block>
+Block quantize_k4_block(const float* x) {
+    constexpr bool kQ5 = std::is_same_v<Block, kernels::BlockQ5_K>;
+    constexpr int kMaxQ = kQ5 ? 31 : 15;
+    Block blk{};
+    float neg[8], hi[8], max_neg = 0;
+    for (int j = 0; j < 8; ++j) {
+        float lo = 0;
+        hi[j] = x[32 * j];
+        for (int i = 0; i < 32; ++i) {
+            lo = std::min(lo, x[32 * j + i]);
+            hi[j] = std::max(hi[j], x[32 * j + i]);
+        }
+        neg[j] = -lo;
+        max_neg = std::max(max_neg, neg[j]);
+    }
+    const float dmin = f16_scale_up(max_neg, 63.0f, blk.dmin);
+    uint8_t sc[8], mn[8];
+    float dm[8], range[8], max_range = 0;
+    for (int j = 0; j < 8; ++j) {
+        mn[j] = dmin > 0 ? static_cast<uint8_t>(std::min(63.0f, std::ceil(neg[j] / dmin))) : 0;
+        dm[j] = dmin * static_cast<float>(mn[j]);
+        range[j] = std::max(0.0f, (hi[j] + dm[j]) / static_cast<float>(kMaxQ));
+        max_range = std::max(max_range, range[j]);
+    }
+    const float d = f16_scale_up(max_range, 63.0f, blk.d);
+    for (int j = 0; j < 8; ++j) {
+        sc[j] = d > 0 ? static_cast<uint8_t>(std::min(63.0f, std::ceil(range[j] / d))) : 0;
+    }
+    // ggml's packing (the inverse of get_scale_min_k4): sub-blocks 0-3 in the low 6 bits of
+    // bytes 0-3 (scales) and 4-7 (mins); sub-blocks 4-7 as nibbles in bytes 8-11 with their top
+    // two bits in the spare top bits of bytes 0-3 (scales) and 4-7 (mins).
+    for (int j = 0; j < 4; ++j) {
+        blk.scales[j] = sc[j];
+        blk.scales[j + 4] = mn[j];
+    }
+    for (int j = 4; j < 8; ++j) {
+        blk.scales[j + 4] = static_cast<uint8_t>((sc[j] & 0x0f) | ((mn[j] & 0x0f) << 4));
+        blk.scales[j - 4] = static_cast<uint8_t>(blk.scales[j - 4] | ((sc[j] >> 4) << 6));
+        blk.scales[j] = static_cast<uint8_t>(blk.scales[j] | ((mn[j] >> 4) << 6));
+    }
+    int q[kernels::kQKK];
+    for (int j = 0; j < 8; ++j) {
+        const float ds = d * static_cast<float>(sc[j]);
+        for (int i = 0; i < 32; ++i) {
+            const long v = ds > 0 ? std::lround((x[32 * j + i] + dm[j]) / ds) : 0;
+            q[32 * j + i] = static_cast<int>(std::clamp(v, 0L, static_cast<long>(kMaxQ)));
+        }
+    }
+    // Chunk c of 64 elements: qs[32c + l] = element 64c + l (low nibble), 64c + 32 + l (high);
+    // Q5_K: bit 4 of element 32j + l is bit j of qh[l].
+    for (int c = 0; c < 4; ++c) {
+        for (int l = 0; l < 32; ++l) {
+            blk.qs[32 * c + l] =
+                static_cast<uint8_t>((q[64 * c + l] & 0x0f) | ((q[64 * c + 32 + l] & 0x0f) << 4));
+        }
+    }
+    if constexpr (kQ5) {
+        for (int j = 0; j < 8; ++j) {
+            for (int l = 0; l < 32; ++l) {
+                blk.qh[l] = static_cast<uint8_t>(blk.qh[l] | ((q[32 * j + l] >> 4) << j));
+            }
+        }
+    }
+    return blk;
+}
+
+// A Q6_K super-block of x[0, 256): sub-block j (16 elements) decodes to d*scales[j]*(q - 32),
+// q in [0, 64), scales[j] int8. As ggml, the sub-block's largest-magnitude value maps to code 0
+// (-32 * a signed scale); |scales[j]| rounds up so that no code leaves [-32, 32] (+32 is
+// clamped to 31, the one place the error can exceed half a step).
+kernels::BlockQ6_K quantize_q6k_block(const float* x) {
+    kernels::BlockQ6_K blk{};
+    float scale[16], max_abs = 0;
+    for (int j = 0; j < 16; ++j) {
+        float mx = 0;
+        for (int i = 0; i < 16; ++i) {
+            if (std::fabs(x[16 * j + i]) > std::fabs(mx)) mx = x[16 * j + i];
+        }
+        scale[j] = mx / -32.0f;
+        max_abs = std::max(max_abs, std::fabs(scale[j]));
+    }
+    const float d = f16_scale_up(max_abs, 127.0f, blk.d);
+    int q[kernels::kQKK];
+    for (int j = 0; j < 16; ++j) {
+        int sc = d > 0 ? static_cast<int>(std::min(127.0f, std::ceil(std::fabs(scale[j]) / d))) : 0;
+        if (scale[j] < 0) sc = -sc;
+        blk.scales[j] = static_cast<int8_t>(sc);
+        const float ds = d * static_cast<float>(sc);
+        for (int i = 0; i < 16; ++i) {
+            const long v = ds != 0 ? std::lround(x[16 * j + i] / ds) : 0;
+            q[16 * j + i] = static_cast<int>(std::clamp(v, -32L, 31L)) + 32;
+        }
+    }
+    // Half h of 128 elements uses ql[64h, 64h+64) and qh[32h, 32h+32); for l < 32, elements
+    // l, l+32, l+64, l+96 take the low/low/high/high nibbles of ql[l], ql[l+32], ql[l], ql[l+32]
+    // and bits 0-1, 2-3, 4-5, 6-7 of qh[l] for their top two bits.
+    for (int h = 0; h < 2; ++h) {
+        const int* e = q + 128 * h;
+        uint8_t* ql = blk.ql + 64 * h;
+        uint8_t* qh = blk.qh + 32 * h;
+        for (int l = 0; l < 32; ++l) {
+            ql[l] = static_cast<uint8_t>((e[l] & 0x0f) | ((e[l + 64] & 0x0f) << 4));
+            ql[l + 32] = static_cast<uint8_t>((e[l + 32] & 0x0f) | ((e[l + 96] & 0x0f) << 4));
+            qh[l] = static_cast<uint8_t>((e[l] >> 4) | ((e[l + 32] >> 4) << 2) |
+                                         ((e[l + 64] >> 4) << 4) | ((e[l + 96] >> 4) << 6));
+        }
+    }
+    return blk;
+}
+
+}  // namespace
 
 std::vector<uint8_t> quantize_row(DType type, const std::vector<float>& x) {
     std::vector<uint8_t> out;
@@ -85,6 +214,26 @@ std::vector<uint8_t> quantize_row(DType type, const std::vector<float>& x) {
                 put(&blk, sizeof blk);
             }
             break;
+        case DType::Q4_K:
+        case DType::Q5_K:
+        case DType::Q6_K:
+            if (x.size() % kernels::kQKK != 0) {
+                throw std::runtime_error(
+                    "quantize_row: K-quant rows need a multiple of 256 values");
+            }
+            for (size_t b = 0; b < x.size(); b += kernels::kQKK) {
+                if (type == DType::Q4_K) {
+                    const auto blk = quantize_k4_block<kernels::BlockQ4_K>(x.data() + b);
+                    put(&blk, sizeof blk);
+                } else if (type == DType::Q5_K) {
+                    const auto blk = quantize_k4_block<kernels::BlockQ5_K>(x.data() + b);
+                    put(&blk, sizeof blk);
+                } else {
+                    const auto blk = quantize_q6k_block(x.data() + b);
+                    put(&blk, sizeof blk);
+                }
+            }
+            break;
         default: throw std::runtime_error("quantize_row: type not supported by the test quantizer");
     }
     return out;
@@ -130,6 +279,18 @@ std::vector<float> dequantize_row(DType type, const std::vector<uint8_t>& bytes,
                     out[b * 32 + i + 16] = d * static_cast<float>(blk.qs[i] >> 4) + m;
                 }
             }
+            break;
+        case DType::Q4_K:
+        case DType::Q5_K:
+        case DType::Q6_K:
+            // The library's scalar reference decoder: the engine's oracle for these layouts.
+            if (n % kernels::kQKK != 0 ||
+                bytes.size() < kernels::row_bytes(type, static_cast<int64_t>(n))) {
+                throw std::runtime_error("dequantize_row: K-quant row size mismatch");
+            }
+            kernels::cpu_kernels(kernels::SimdLevel::Scalar)
+                .dequant[kernels::kernel_type_index(type)](bytes.data(), out.data(),
+                                                           static_cast<int64_t>(n));
             break;
         default: throw std::runtime_error("dequantize_row: type not supported by the test quantizer");
     }
@@ -225,7 +386,9 @@ TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path)
     const float s = 1.0f / std::sqrt(static_cast<float>(spec.n_embd));
     w.token_embd = add("token_embd.weight", spec.n_embd, w.n_vocab, spec.embd_type, 1.0f);
     w.output_norm = norm("output_norm.weight", spec.n_embd);
-    w.output = spec.tied ? w.token_embd : add("output.weight", spec.n_embd, w.n_vocab, spec.matrix_type, s);
+    w.output = spec.tied ? w.token_embd
+                         : add("output.weight", spec.n_embd, w.n_vocab,
+                               spec.output_type.value_or(spec.matrix_type), s);
     for (int l = 0; l < spec.n_layer; ++l) {
         const std::string p = "blk." + std::to_string(l) + ".";
         TinyWeights::Layer L;

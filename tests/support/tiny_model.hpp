@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct TinyModelSpec {
     kernels::DType matrix_type = kernels::DType::F32;  // layer matrices and output
     kernels::DType embd_type = kernels::DType::F32;
     uint32_t seed = 1;
+    // output.weight's type when untied (a Q4_K_M-like mix); empty: matrix_type.
+    std::optional<kernels::DType> output_type = std::nullopt;
 };
 
 // The weights as floats (after quantization round trip, i.e. exactly what the file holds).
@@ -39,7 +42,9 @@ struct TinyWeights {
 // Writes the model to `path` (vocab: 256 byte tokens + <|endoftext|>, <|im_start|>, <|im_end|>).
 TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path);
 
-// Quantize floats to `type` (F32/F16/BF16/Q8_0/Q4_0/Q4_1; n a multiple of 32) and back.
+// Quantize floats to `type` and back: F32/F16/BF16/Q8_0/Q4_0/Q4_1 (n a multiple of 32) and
+// Q4_K/Q5_K/Q6_K (n a multiple of 256; a simple quantizer with ggml's block packing, decoded by
+// the library's scalar reference).
 std::vector<uint8_t> quantize_row(kernels::DType type, const std::vector<float>& x);
 std::vector<float> dequantize_row(kernels::DType type, const std::vector<uint8_t>& bytes, size_t n);
 

@@ -1,10 +1,15 @@
 // Forward pass of the engine against a naive double-precision reference on tiny random models.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstring>
 #include <filesystem>
+#include <random>
 
 #include "attnrag/context.hpp"
+#include "attnrag/kernels/cpu.hpp"
 #include "attnrag/model.hpp"
 #include "test_support.hpp"
 #include "tiny_loaded.hpp"
@@ -50,6 +55,47 @@ void check_against_reference(const test::TinyModelSpec& spec, double prefill_tol
     CHECK(ctx->n_past() == static_cast<int32_t>(tokens.size()));
 }
 
+// The K-quants need rows of a multiple of 256: a wider tiny model (head_dim 64), still fast.
+test::TinyModelSpec k_quant_spec(DType type, uint32_t seed) {
+    test::TinyModelSpec spec;
+    spec.n_embd = 256;
+    spec.n_ff = 512;
+    spec.matrix_type = type;
+    spec.embd_type = type;
+    spec.seed = seed;
+    return spec;
+}
+
+// Prefill's tolerance at the active level: the int8 GEMM quantizes activations as decode does;
+// without one for any of the model's types, the batched path multiplies the dequantized weights
+// with float activations (sgemm), leaving float rounding only.
+double prefill_tolerance(const test::TinyModelSpec& spec) {
+    const kernels::CpuKernels& k = kernels::cpu_kernels();
+    const kernels::CpuKernels& scalar = kernels::cpu_kernels(kernels::SimdLevel::Scalar);
+    bool int8 = false;
+    for (DType t :
+         {spec.matrix_type, spec.embd_type, spec.output_type.value_or(spec.matrix_type)}) {
+        const int slot = kernels::kernel_type_index(t);
+        int8 = int8 || k.gemm_q8[slot] != scalar.gemm_q8[slot];
+    }
+    return int8 ? 3e-2 : 1e-4;
+}
+
+// Every SIMD level this CPU has (each has its own matvec, and its own batched path: int8 GEMM
+// or dequantize + sgemm); restores the active level on scope exit.
+struct SimdLevels {
+    kernels::SimdLevel saved = kernels::active_simd_level();
+    std::vector<kernels::SimdLevel> levels;
+    SimdLevels() {
+        for (int l = 0; l <= static_cast<int>(kernels::detected_simd_level()); ++l) {
+            levels.push_back(static_cast<kernels::SimdLevel>(l));
+        }
+    }
+    SimdLevels(const SimdLevels&) = delete;
+    SimdLevels& operator=(const SimdLevels&) = delete;
+    ~SimdLevels() { kernels::set_simd_level(saved); }
+};
+
 }  // namespace
 
 TEST_CASE("tiny llama F32 matches the reference forward pass", "[forward]") {
@@ -85,6 +131,124 @@ TEST_CASE("tiny llama Q4_1/Q4_0/Q8_0: batched and decode paths within activation
         // Decode, and prefill where the SIMD level has an int8 GEMM for the type, quantize
         // activations to int8 per 32 values (as llama.cpp does): ~1% error.
         check_against_reference(spec, 3e-2, 3e-2);
+    }
+}
+
+TEST_CASE("tiny model K-quants: ggml's packing, round trip within a quantization step",
+          "[forward]") {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    // Two super-blocks of small Gaussians; one with an all-zero, an all-positive (m = 0) and an
+    // all-negative (max < 0) sub-block among unit Gaussians; an all-zero super-block.
+    std::vector<float> x(4 * 256, 0.0f);
+    for (size_t i = 0; i < 512; ++i) x[i] = 0.05f * nd(rng);
+    for (size_t i = 544; i < 768; ++i) x[i] = nd(rng);
+    for (size_t i = 544; i < 576; ++i) x[i] = std::fabs(x[i]) + 0.5f;
+    for (size_t i = 576; i < 608; ++i) x[i] = -std::fabs(x[i]) - 0.5f;
+    for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+        INFO("type " << kernels::type_traits(t)->name);
+        const std::vector<uint8_t> bytes = test::quantize_row(t, x);
+        REQUIRE(bytes.size() == kernels::row_bytes(t, static_cast<int64_t>(x.size())));
+        const std::vector<float> back = test::dequantize_row(t, bytes, x.size());
+        // Per sub-block the error is at most half a step (Q6_K: one step, its code +32 being
+        // clamped to 31); the step is the sub-block's range over the codes, plus the rounding
+        // of the 6-bit (Q6_K: 8-bit) sub-block scales and mins, under 1/50 of the largest step.
+        const bool q6 = t == DType::Q6_K;
+        const size_t sub = q6 ? 16 : 32;
+        const float n_steps = t == DType::Q4_K ? 15.0f : t == DType::Q5_K ? 31.0f : 32.0f;
+        int bad = 0;
+        for (size_t s0 = 0; s0 < x.size(); s0 += 256) {
+            std::vector<float> step(256 / sub);
+            float max_step = 0, max_neg = 0;
+            for (size_t j = 0; j < step.size(); ++j) {
+                const auto first = x.begin() + static_cast<ptrdiff_t>(s0 + j * sub);
+                const auto [mn, mx] =
+                    std::minmax_element(first, first + static_cast<ptrdiff_t>(sub));
+                const float lo = std::min(0.0f, *mn);
+                step[j] = q6 ? std::max(-*mn, *mx) / n_steps : (*mx - lo) / n_steps;
+                max_step = std::max(max_step, step[j]);
+                max_neg = std::max(max_neg, -lo);
+            }
+            const float slack = (max_step + (q6 ? 0.0f : max_neg / n_steps)) / 50.0f;
+            for (size_t i = s0; i < s0 + 256; ++i) {
+                const float st = step[(i - s0) / sub] + slack;
+                if (!(std::fabs(back[i] - x[i]) <= (q6 ? 1.0f : 0.5f) * st + 1e-6f)) ++bad;
+            }
+        }
+        CHECK(bad == 0);
+        for (size_t i = 768; i < 1024; ++i) CHECK(back[i] == 0.0f);
+        // The quantizer uses the formats' features: the top bits of the packed 6-bit scales and
+        // mins of sub-blocks 4-7, Q5_K's fifth bits, Q6_K's signed scales and high bits.
+        const size_t block_bytes = kernels::type_traits(t)->block_bytes;
+        bool scale_top = false, min_top = false, high_bits = false, neg_scale = false;
+        for (size_t b = 0; b + block_bytes <= bytes.size(); b += block_bytes) {
+            if (q6) {
+                kernels::BlockQ6_K blk;
+                std::memcpy(&blk, bytes.data() + b, sizeof blk);
+                for (int8_t sc : blk.scales) neg_scale = neg_scale || sc < 0;
+                for (uint8_t h : blk.qh) high_bits = high_bits || h != 0;
+                continue;
+            }
+            // Q4_K and Q5_K start alike: d, dmin, the 12 packed bytes.
+            const uint8_t* scales = bytes.data() + b + offsetof(kernels::BlockQ4_K, scales);
+            for (int j = 0; j < 4; ++j) scale_top = scale_top || (scales[j] & 0xc0) != 0;
+            for (int j = 4; j < 8; ++j) min_top = min_top || (scales[j] & 0xc0) != 0;
+            if (t == DType::Q5_K) {
+                kernels::BlockQ5_K blk;
+                std::memcpy(&blk, bytes.data() + b, sizeof blk);
+                for (uint8_t h : blk.qh) high_bits = high_bits || h != 0;
+            }
+        }
+        if (q6) {
+            CHECK(neg_scale);
+            CHECK(high_bits);
+        } else {
+            CHECK(scale_top);
+            CHECK(min_top);
+            if (t == DType::Q5_K) CHECK(high_bits);
+        }
+    }
+}
+
+TEST_CASE(
+    "tiny llama Q4_K/Q5_K/Q6_K: batched and decode paths within activation quantization error",
+    "[forward]") {
+    SimdLevels simd;
+    for (kernels::SimdLevel l : simd.levels) {
+        kernels::set_simd_level(l);
+        for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+            INFO("level " << kernels::simd_level_name(l) << ", type "
+                          << kernels::type_traits(t)->name);
+            // Tied: the K-quant embedding rows are dequantized and the LM head is a K-quant
+            // matrix. Decode, and prefill on the int8 GEMM, quantize activations to int8 per 32
+            // values: ~1% (measured up to 0.5% here, 2.3% on the untied models below).
+            const test::TinyModelSpec spec = k_quant_spec(t, 6);
+            check_against_reference(spec, prefill_tolerance(spec), 3e-2);
+        }
+    }
+}
+
+TEST_CASE("tiny qwen2 Q5_K and a Q4_K_M-like mix: within activation quantization error",
+          "[forward]") {
+    SimdLevels simd;
+    for (kernels::SimdLevel l : simd.levels) {
+        kernels::set_simd_level(l);
+        INFO("level " << kernels::simd_level_name(l));
+        {
+            INFO("qwen2: Q5_K matrices and LM head, Q6_K embedding");
+            test::TinyModelSpec spec = k_quant_spec(DType::Q5_K, 7);
+            spec.arch = "qwen2";
+            spec.embd_type = DType::Q6_K;
+            spec.tied = false;
+            check_against_reference(spec, prefill_tolerance(spec), 3e-2);
+        }
+        {
+            INFO("llama: Q4_K matrices and embedding, Q6_K LM head");
+            test::TinyModelSpec spec = k_quant_spec(DType::Q4_K, 8);
+            spec.tied = false;
+            spec.output_type = DType::Q6_K;
+            check_against_reference(spec, prefill_tolerance(spec), 3e-2);
+        }
     }
 }
 

@@ -15,6 +15,9 @@ int cmd_perplexity(int argc, char** argv) {
         {"file", true, "UTF-8 text file (required)"},
         {"ctx", true, "window size in tokens (default 2048)"},
         {"chunks", true, "score only the first N windows (default: all)"},
+        {"score-second-half", false,
+         "score only the predictions in the second half of each full window, as llama.cpp's "
+         "llama-perplexity does (default: every token after a window's first)"},
         {"json", false, "print one JSON object"},
         kModelOption,
         kThreadsOption,
@@ -51,17 +54,21 @@ int cmd_perplexity(int argc, char** argv) {
     auto ctx = Context::create(*model, cp);
     if (!ctx) return fail("perplexity", ctx.error().message);
     const bool json = args.flag("json");
-    auto r = perplexity(*ctx, *tokens, n_ctx, chunks, [json](int32_t w, int32_t n) {
-        if (!json) std::fprintf(stderr, "\rwindow %d/%d", w + 1, n);
-        return true;
-    });
+    const bool second_half = args.flag("score-second-half");
+    auto r = perplexity(
+        *ctx, *tokens, n_ctx, chunks,
+        [json](int32_t w, int32_t n) {
+            if (!json) std::fprintf(stderr, "\rwindow %d/%d", w + 1, n);
+            return true;
+        },
+        second_half ? n_ctx / 2 : 0);
     if (!json) std::fprintf(stderr, "\n");
     if (!r) return fail("perplexity", r.error().message);
     if (json) {
         std::printf("{\"perplexity\": %.4f, \"mean_nll\": %.6f, \"n_scored\": %lld, \"n_windows\": %d, "
-                    "\"n_tokens_file\": %zu, \"ctx\": %d}\n",
+                    "\"n_tokens_file\": %zu, \"ctx\": %d, \"scored\": \"%s\"}\n",
                     r->perplexity, r->mean_nll, static_cast<long long>(r->n_scored), r->n_windows,
-                    tokens->size(), n_ctx);
+                    tokens->size(), n_ctx, second_half ? "second half" : "all");
     } else {
         std::printf("perplexity: %.4f\n", r->perplexity);
         std::printf("tokens scored: %lld in %d window(s) of %d (file has %zu tokens)\n",

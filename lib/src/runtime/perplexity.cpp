@@ -7,8 +7,12 @@
 namespace attnrag {
 
 Result<PerplexityResult> perplexity(Context& ctx, std::span<const TokenId> tokens, int32_t n_ctx,
-                                    int32_t max_windows, const std::function<bool(int32_t, int32_t)>& on_window) {
+                                    int32_t max_windows, const std::function<bool(int32_t, int32_t)>& on_window,
+                                    int32_t score_from) {
     if (n_ctx < 2) return make_error(Errc::InvalidArgument, "perplexity: n_ctx must be at least 2");
+    if (score_from < 0 || score_from > n_ctx - 2) {
+        return make_error(Errc::InvalidArgument, "perplexity: score_from must be in [0, n_ctx - 2]");
+    }
     if (n_ctx > ctx.n_ctx()) {
         return make_error(Errc::InvalidArgument, "perplexity: window of " + std::to_string(n_ctx) +
                                                      " tokens exceeds the context size " + std::to_string(ctx.n_ctx()));
@@ -25,6 +29,8 @@ Result<PerplexityResult> perplexity(Context& ctx, std::span<const TokenId> token
         size_t begin = static_cast<size_t>(w) * static_cast<size_t>(n_ctx);
         size_t end = std::min(tokens.size(), begin + static_cast<size_t>(n_ctx));
         if (end - begin < 2) break;
+        // Scoring the second half only, as llama-perplexity does, compares full windows only.
+        if (score_from > 0 && end - begin < static_cast<size_t>(n_ctx)) break;
         ctx.clear();
         for (size_t s = begin; s < end; s += kSlice) {
             size_t e = std::min(end, s + kSlice);
@@ -33,6 +39,7 @@ Result<PerplexityResult> perplexity(Context& ctx, std::span<const TokenId> token
             ATTNRAG_TRY(ctx.eval(tokens.subspan(s, e - s), opt));
             for (size_t i = s; i < e; ++i) {
                 if (i + 1 >= end) break;  // the window's last token predicts nothing inside it
+                if (i - begin < static_cast<size_t>(score_from)) continue;
                 std::span<const float> l = ctx.logits(static_cast<int32_t>(i - s));
                 float mx = *std::max_element(l.begin(), l.end());
                 double sum = 0;

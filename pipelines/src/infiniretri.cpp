@@ -8,6 +8,7 @@
 #include <numeric>
 #include <optional>
 
+#include "attnrag/pipelines/prompts.hpp"
 #include "infiniretri_reader.h"
 #include "infiniretri_score.h"
 
@@ -26,12 +27,11 @@ void append_ids(std::vector<TokenId>& out, std::span<const TokenId> ids) {
     for (TokenId t : ids) out.push_back(t);
 }
 
-// Template text (special tokens parsed) or user text (never parsed: a document or question that
-// contains "<|im_end|>" must not end the turn).
-Status append_text(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text,
-                   bool special) {
+// User text, never parsed for special tokens (a document or question that contains
+// "<|im_end|>" must not end the turn).
+Status append_text(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text) {
     if (text.empty()) return {};
-    auto ids = tok.encode(text, special);
+    auto ids = tok.encode(text, false);
     if (!ids) return ids.error();
     append_ids(out, *ids);
     return {};
@@ -102,20 +102,25 @@ void digest_sentence(uint64_t& h, const KeptSentence& s) {
 Result<InfiniRetriPrompt> build_infiniretri_prompt(const Tokenizer& tok,
                                                    std::string_view instruction,
                                                    std::string_view question) {
+    auto chat = ChatFormat::detect(tok);
+    if (!chat) return chat.error();
     InfiniRetriPrompt p;
-    ATTNRAG_TRY(append_text(tok, p.prefix, "<|im_start|>user\n", true));
-    ATTNRAG_TRY(append_text(tok, p.prefix, instruction, false));
-    ATTNRAG_TRY(append_text(tok, p.prefix, "\n\n", false));
+    // No system message: the model's default system turn, if its format gives one.
+    auto prefix = chat->open_user_turn();
+    if (!prefix) return prefix.error();
+    p.prefix = std::move(prefix).value();
+    ATTNRAG_TRY(append_text(tok, p.prefix, instruction));
+    ATTNRAG_TRY(append_text(tok, p.prefix, "\n\n"));
     // Each piece tokenized alone, so "Question:" starts at a token boundary (the span finder of
     // the reference relies on the same thing).
-    ATTNRAG_TRY(append_text(tok, p.question, "\n\n", false));
+    ATTNRAG_TRY(append_text(tok, p.question, "\n\n"));
     p.question_offset = size_i32(p.question.size());
-    ATTNRAG_TRY(append_text(tok, p.question, "Question: ", false));
+    ATTNRAG_TRY(append_text(tok, p.question, "Question: "));
     p.content_offset = size_i32(p.question.size());
-    ATTNRAG_TRY(append_text(tok, p.question, question, false));
-    ATTNRAG_TRY(append_text(tok, p.question, "\n\n", false));
-    ATTNRAG_TRY(append_text(tok, p.question, "Answer:", false));
-    ATTNRAG_TRY(append_text(tok, p.question, "<|im_end|>\n<|im_start|>assistant\n", true));
+    ATTNRAG_TRY(append_text(tok, p.question, question));
+    ATTNRAG_TRY(append_text(tok, p.question, "\n\n"));
+    ATTNRAG_TRY(append_text(tok, p.question, "Answer:"));
+    append_ids(p.question, chat->close_user_turn());
     return p;
 }
 

@@ -7,6 +7,8 @@
 #include <map>
 #include <numeric>
 
+#include "attnrag/pipelines/prompts.hpp"
+
 namespace attnrag::pipelines {
 
 namespace {
@@ -22,11 +24,11 @@ std::vector<float> mean_over_rows(const ProbeResult& att) {
     return out;
 }
 
-// Template text (special tokens parsed) followed by user text (never parsed: a document that
-// contains "<|im_end|>" must not end the turn).
-Status append(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text, bool special) {
+// User text, never parsed for special tokens (a document that contains "<|im_end|>" must not
+// end the turn).
+Status append(const Tokenizer& tok, std::vector<TokenId>& out, std::string_view text) {
     if (text.empty()) return {};
-    auto ids = tok.encode(text, special);
+    auto ids = tok.encode(text, false);
     if (!ids) return ids.error();
     out.insert(out.end(), ids->begin(), ids->end());
     return {};
@@ -38,10 +40,6 @@ std::vector<int32_t> upper_two_thirds(int32_t n_layer) {
     std::vector<int32_t> layers;
     for (int32_t l = n_layer / 3; l < n_layer; ++l) layers.push_back(l);
     return layers;
-}
-
-std::string rag_prefix_text(std::string_view instruction) {
-    return "<|im_start|>system\n" + std::string(instruction) + "<|im_end|>\n<|im_start|>user\n";
 }
 
 std::string passage_block_text(const RagPassage& p) {
@@ -56,17 +54,22 @@ std::string passage_block_text(const RagPassage& p) {
 
 Result<RagPrompt> build_rag_prompt(const Tokenizer& tok, std::string_view instruction,
                                    std::span<const RagPassage> passages, std::string_view question) {
+    auto chat = ChatFormat::detect(tok);
+    if (!chat) return chat.error();
     RagPrompt p;
-    ATTNRAG_TRY(append(tok, p.prefix, rag_prefix_text(instruction), true));
+    auto prefix = chat->open_user_turn(instruction);  // the instruction is the system message
+    if (!prefix) return prefix.error();
+    p.prefix = std::move(prefix).value();
     for (const RagPassage& ps : passages) {
         std::vector<TokenId> ids;
-        ATTNRAG_TRY(append(tok, ids, passage_block_text(ps), false));
+        ATTNRAG_TRY(append(tok, ids, passage_block_text(ps)));
         if (ids.empty()) return make_error(Errc::InvalidArgument, "passage '" + ps.id + "' is empty");
         p.passages.push_back(std::move(ids));
     }
-    ATTNRAG_TRY(append(tok, p.question, "Question: ", false));
-    ATTNRAG_TRY(append(tok, p.question, question, false));
-    ATTNRAG_TRY(append(tok, p.question, "<|im_end|>\n<|im_start|>assistant\n", true));
+    ATTNRAG_TRY(append(tok, p.question, "Question: "));
+    ATTNRAG_TRY(append(tok, p.question, question));
+    const auto& close = chat->close_user_turn();
+    p.question.insert(p.question.end(), close.begin(), close.end());
     return p;
 }
 
@@ -281,7 +284,7 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
             // continuation gives it (position priors: the first and the last passages draw
             // attention whatever they say), leaving how much more the answer looked at it.
             std::vector<TokenId> neutral;
-            if (auto st = append(tok, neutral, "The answer is", false); !st) return st.error();
+            if (auto st = append(tok, neutral, "The answer is"); !st) return st.error();
             auto base = support(neutral);
             if (!base) return base.error();
             for (size_t i = 0; i < mass.size(); ++i) mass[i] = mass[i] / std::max((*base)[i], 1e-9);

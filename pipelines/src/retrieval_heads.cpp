@@ -229,7 +229,7 @@ Result<Trial> make_trial(const Haystack& hay, const Tokenizer& tok, std::mt19937
     if (!prompt) return prompt.error();
     auto needle_ids = tok.encode(" " + needle, false);  // as a sentence inside the haystack
     if (!needle_ids) return needle_ids.error();
-    auto answer_ids = tok.encode(needle, false);  // right after "<|im_start|>assistant\n"
+    auto answer_ids = tok.encode(needle, false);  // right after the generation prompt
     if (!answer_ids) return answer_ids.error();
     t.answer = std::move(answer_ids).value();
 

@@ -1,7 +1,9 @@
-// Tokenizer tests: SmolLM2's real vocabulary against Hugging Face tokenizers' encodings, round
-// trips, UTF-8 checking, special tokens, ChatML, pre-tokenizer splits and vocabulary validation.
+// Tokenizer tests: SmolLM2's real vocabulary against Hugging Face tokenizers' encodings, Qwen2.5's
+// against llama.cpp's, round trips, UTF-8 checking, special tokens, ChatML, pre-tokenizer splits
+// and vocabulary validation.
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <random>
@@ -41,6 +43,25 @@ const Tokenizer& smollm() {
         tokenizer.emplace(std::move(tk).value());
     }
     return *tokenizer;
+}
+
+// The Qwen2.5-Coder tokenizer (models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf), loaded once;
+// null when the model is absent (the calling test is then skipped).
+const Tokenizer* qwen() {
+    static std::optional<Tokenizer> tokenizer;
+    static bool tried = false;
+    if (!tried) {
+        tried = true;
+        const auto path =
+            attnrag::test::source_dir() / "models" / "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf";
+        if (!std::filesystem::exists(path)) return nullptr;
+        auto file = GgufFile::open(path.string());
+        if (!file) FAIL("cannot open " << path << ": " << file.error().to_string());
+        auto tk = Tokenizer::from_gguf(*file);
+        if (!tk) FAIL("Tokenizer::from_gguf: " << tk.error().to_string());
+        tokenizer.emplace(std::move(tk).value());
+    }
+    return tokenizer ? &*tokenizer : nullptr;
 }
 
 std::vector<TokenId> encode_ok(const Tokenizer& tk, std::string_view text, bool special = false) {
@@ -106,6 +127,40 @@ const RefCase plain_cases[] = {
      {22959, 5020, 342, 1808, 301, 1847, 22959, 5020, 342, 1808, 301, 1847,
       22959, 5020, 342, 1808, 301, 1847, 22959, 5020, 342, 1808, 301, 1847,
       22959, 5020, 342, 1808, 301, 1847, 22959, 5020, 342, 1808, 301, 1847}},
+};
+// Qwen2.5's vocabulary (pre-tokenizer "qwen2": digits one by one, Llama 3's other rules): ids
+// from llama.cpp's tokenizer (llama-tokenize --no-bos --no-parse-special, an implementation
+// independent of this one that matches Hugging Face's) on the same GGUF.
+const RefCase qwen_cases[] = {
+    {"I don't think they'll come, won't you? We've said I'm sure you'd agree.",
+     {40, 1513, 944,  1744, 807, 3278, 2525, 11,  2765, 944,  498,
+      30, 1205, 3003, 1053, 358, 2776, 2704, 498, 4172, 7503, 13}},
+    {"12345 and 3.14159 or 1,000,000 in 2024",
+     {16, 17, 18, 19, 20, 323, 220, 18, 13, 16,  19,  16, 20, 24, 476, 220,
+      16, 11, 15, 15, 15, 11,  15,  15, 15, 304, 220, 17, 15, 17, 19}},
+    {"a  b   c    d     e", {64, 220, 293, 256, 272, 262, 294, 257, 384}},
+    {"line one\nline two\n\n\nline three\r\nend\n",
+     {1056, 825, 198, 1056, 1378, 1406, 1056, 2326, 319, 408, 198}},
+    {"北京是中国的首都。我爱自然语言处理！",
+     {68990, 105196, 9370, 106114, 1773, 35946, 99242, 99795, 102064, 54542, 6313}},
+    {"I love 🦀 and 🚀! 👨\u200D👩\u200D👧 ok",
+     {40, 2948, 11162, 99, 222, 323, 11162, 248, 222, 0, 61804, 101, 378, 235, 145233, 378, 235,
+      145665, 5394}},
+    {"def main():\n\tif x == 1:\n\t\treturn \"tab\"\n",
+     {750, 1887, 3932, 743, 856, 621, 220, 16, 510, 197, 853, 330, 6192, 698}},
+    {"HELLO'S 'quoted' It'S ''s DON'T",
+     {50712, 1593, 13272, 364, 63725, 6, 1084, 13272, 3355, 82, 44273, 17323}},
+    {"Café naïve résumé Ærøskøbing — Привет, мир!",
+     {34,   2577, 963,  94880, 586,  9333,  1242,  963,  1683, 228,    81,
+      6151, 4886, 6151, 7132,  1959, 79484, 26991, 8178, 11,   137144, 0}},
+    {"   leading and trailing   \n  ", {256, 6388, 323, 27748, 5872, 256}},
+    {"こんにちは 안녕하세요 สวัสดี",
+     {89015, 95170, 144370, 91145, 129328, 37213, 23271, 125136, 28319}},
+    {"x² ½ ٣٤٥ Ⅻ", {87, 29456, 220, 26062, 220, 149, 96, 149, 97, 149, 98, 220, 70467, 104}},
+    {"<|im_start|>user", {27, 91, 318, 4906, 91, 29, 872}},
+    {"std::vector<int> v{1, 2, 3}; // C++ comment\n    return 0;",
+     {1834, 486,   3215, 4159, 29,   348,  90,  16,  11,  220, 17, 11, 220,
+      18,   11061, 442,  356,  1027, 3980, 198, 262, 470, 220, 15, 26}},
 };
 const RefCase special_cases[] = {
     {"<|im_start|>user\nHi there<|im_end|>\n", {1, 4093, 198, 26843, 665, 2, 198}},
@@ -197,6 +252,11 @@ TEST_CASE("SmolLM2 vocabulary metadata") {
     CHECK_FALSE(tk.is_end_of_generation(1));
     CHECK_FALSE(tk.is_end_of_generation(260));
     CHECK_FALSE(tk.is_end_of_generation(-1));
+    CHECK(tk.model_name() == "Smollm2 135M 8k Lc100K Mix1 Ep2");  // general.name
+    CHECK(tk.chat_template().find("<|im_start|>") != std::string::npos);
+    CHECK(tk.default_system_turn() ==
+          "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+          "Face<|im_end|>\n");
 }
 
 TEST_CASE("encodings match Hugging Face tokenizers") {
@@ -209,6 +269,24 @@ TEST_CASE("encodings match Hugging Face tokenizers") {
         const bool has_unknown = std::find(ids.begin(), ids.end(), 0) != ids.end();
         if (!has_unknown) CHECK(tk.decode(ids) == c.text);
     }
+}
+
+TEST_CASE("Qwen2.5-Coder encodings match llama.cpp's") {
+    const Tokenizer* tk = qwen();
+    if (!tk) {
+        WARN("Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf not found in models/: skipped");
+        return;
+    }
+    CHECK(tk->n_vocab() == 151936);
+    for (const auto& c : qwen_cases) {
+        INFO("text bytes: " << hex_bytes(c.text));
+        const auto ids = encode_ok(*tk, c.text);
+        CHECK(ids == c.ids);
+        CHECK(tk->decode(ids) == c.text);
+    }
+    // Special tokens, when asked for, are single ids.
+    CHECK(encode_ok(*tk, "<|im_start|>user\nHi<|im_end|>\n", true) ==
+          std::vector<TokenId>{151644, 872, 198, 13048, 151645, 198});
 }
 
 TEST_CASE("special tokens are parsed only when asked") {

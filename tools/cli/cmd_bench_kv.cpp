@@ -15,6 +15,7 @@
 #include "attnrag/context.hpp"
 #include "attnrag/kv_store.hpp"
 #include "attnrag/pipelines/assembly.hpp"
+#include "attnrag/pipelines/prompts.hpp"
 #include "attnrag/store.hpp"
 #include "attnrag/text.hpp"
 #include "commands.h"
@@ -100,15 +101,17 @@ int cmd_bench_kv(int argc, char** argv) {
         auto b = ids->begin() + static_cast<ptrdiff_t>(i) * passage_tokens;
         passages.emplace_back(b, b + passage_tokens);
     }
-    auto prefix = tok.encode("<|im_start|>system\nAnswer the question using the passages.<|im_end|>\n<|im_start|>user\n", true);
+    auto chat = pipelines::ChatFormat::detect(tok);
+    if (!chat) return fail("bench kv", chat.error().message);
+    auto prefix = chat->open_user_turn("Answer the question using the passages.");
     if (!prefix) return fail("bench kv", prefix.error().message);
     // Question block: text tokens (from the end of the text) + the end of the user turn and the
     // assistant header, question_tokens in all.
-    auto tail = tok.encode("<|im_end|>\n<|im_start|>assistant\n", true);
-    if (!tail) return fail("bench kv", tail.error().message);
-    const auto n_text = std::max<ptrdiff_t>(1, question_tokens - static_cast<ptrdiff_t>(tail->size()));
+    const std::vector<TokenId>& tail = chat->close_user_turn();
+    const auto n_text =
+        std::max<ptrdiff_t>(1, question_tokens - static_cast<ptrdiff_t>(tail.size()));
     std::vector<TokenId> question(ids->end() - n_text, ids->end());
-    question.insert(question.end(), tail->begin(), tail->end());
+    question.insert(question.end(), tail.begin(), tail.end());
 
     // Stores: memory only, and disk (files + catalogue) in a scratch directory.
     const bool own_dir = !args.get("dir");

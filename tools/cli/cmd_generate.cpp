@@ -6,6 +6,7 @@
 #include "args.h"
 #include "attnrag/context.hpp"
 #include "attnrag/generate.hpp"
+#include "attnrag/pipelines/prompts.hpp"
 #include "commands.h"
 #include "common.h"
 
@@ -17,7 +18,9 @@ int cmd_generate(int argc, char** argv) {
         {"prompt-file", true, "read the prompt from a UTF-8 file instead"},
         {"chat", false, "wrap the prompt as a user turn in the model's chat template"},
         {"system", true, "system message for --chat (default: none)"},
-        {"template-system", false, "with --chat and no --system: insert the GGUF template's default system turn"},
+        {"template-system", false,
+         "with --chat and no --system: insert the GGUF template's default system turn (without "
+         "it: the model family's default, which is Qwen's system turn and none for SmolLM2)"},
         {"max-tokens", true, "maximum tokens to generate (default 256)"},
         {"temp", true, "sampling temperature; 0 = greedy (default 0)"},
         {"top-k", true, "top-k cut (default 40)"},
@@ -70,7 +73,13 @@ int cmd_generate(int argc, char** argv) {
         std::vector<ChatMessage> msgs;
         if (auto sys = args.get("system")) msgs.push_back({"system", *sys});
         msgs.push_back({"user", *prompt_text});
-        prompt = tok.encode_chat(msgs, true, args.flag("template-system"));
+        if (args.flag("template-system")) {
+            prompt = tok.encode_chat(msgs, true, true);
+        } else {
+            auto format = pipelines::ChatFormat::detect(tok);
+            if (!format) return fail("generate", format.error().message);
+            prompt = format->encode_chat(msgs, true);
+        }
     } else {
         prompt = tok.encode(*prompt_text);
     }

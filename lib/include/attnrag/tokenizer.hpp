@@ -33,6 +33,8 @@ struct TokenizerVocab {
     TokenId unknown_id = -1;             // tokenizer.ggml.unknown_token_id
     TokenId padding_id = -1;             // tokenizer.ggml.padding_token_id
     std::string chat_template;           // tokenizer.chat_template; may be empty
+    // Names the model in messages: general.name, else the file name (from_gguf); may be empty.
+    std::string model_name;
 };
 
 // Immutable after construction; safe to share between threads.
@@ -70,13 +72,25 @@ class Tokenizer {
     // lowest id when several are.
     TokenId find_token(std::string_view text) const;
 
+    // tokenizer.chat_template as stored (a Jinja template; empty when the GGUF has none).
+    // The tokenizer does not run Jinja; callers recognise the template's family from it.
+    const std::string& chat_template() const;
+    // The system turn the template inserts when a conversation does not start with a system
+    // message, as rendered text with its special tokens ("<|im_start|>system\nYou are ...
+    // <|im_end|>\n"); empty when the template has none that attnrag can read.
+    const std::string& default_system_turn() const;
+    // What messages call the model (TokenizerVocab::model_name); may be empty.
+    const std::string& model_name() const;
+
     // ChatML: <|im_start|>role\ncontent<|im_end|>\n ... and, when add_generation_prompt,
-    // <|im_start|>assistant\n. Message contents are encoded as plain text (never special).
-    // template_default_system: when the first message is not a system message, insert the
-    // default system turn that the GGUF's Jinja template adds (SmolLM2: "You are a helpful AI
-    // assistant named SmolLM, ..."), as Hugging Face's apply_chat_template does. Off by
-    // default, as in llama.cpp's built-in ChatML: on SmolLM2-135M the injected persona makes
-    // short factual answers less reliable and costs 19 tokens of every prompt.
+    // <|im_start|>assistant\n, whatever family the model's template is (a caller that must follow
+    // the model's own template checks chat_template() first). Message contents are encoded as
+    // plain text (never special).
+    // template_default_system: when the first message is not a system message, insert
+    // default_system_turn() (SmolLM2: "You are a helpful AI assistant named SmolLM, ..."), as
+    // Hugging Face's apply_chat_template does. Off by default, as in llama.cpp's built-in
+    // ChatML: on SmolLM2-135M the injected persona makes short factual answers less reliable
+    // and costs 19 tokens of every prompt.
     Result<std::vector<TokenId>> encode_chat(std::span<const ChatMessage> messages,
                                              bool add_generation_prompt = true,
                                              bool template_default_system = false) const;

@@ -230,27 +230,9 @@ struct Segment {
     std::string text;      // else: plain text
 };
 
-// The default system turn a template adds when the conversation does not start with one
-// (SmolLM2: {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n
-// You are ...<|im_end|>\n' }}{% endif %}): the string literal of the first {{ }} after the test,
-// unescaped; empty when the template has no such branch.
-std::string default_system_turn(std::string_view tmpl) {
-    static constexpr std::string_view kTests[] = {
-        "messages[0]['role'] != 'system'",
-        "messages[0][\"role\"] != \"system\"",
-        "messages[0].role != 'system'",
-    };
-    size_t pos = std::string_view::npos;
-    for (auto test : kTests) {
-        pos = tmpl.find(test);
-        if (pos != std::string_view::npos) break;
-    }
-    if (pos == std::string_view::npos) return {};
-    const size_t open = tmpl.find("{{", pos);
-    const size_t endif = tmpl.find("endif", pos);
-    if (open == std::string_view::npos || (endif != std::string_view::npos && endif < open)) {
-        return {};
-    }
+// The string literal that is the whole of the {{ }} expression opening at `open`, unescaped;
+// empty when that expression is anything else (a variable, a concatenation, ...).
+std::string lone_literal(std::string_view tmpl, size_t open) {
     size_t i = open + 2;
     while (i < tmpl.size() && (tmpl[i] == ' ' || tmpl[i] == '-')) ++i;
     if (i >= tmpl.size() || (tmpl[i] != '\'' && tmpl[i] != '"')) return {};
@@ -264,7 +246,54 @@ std::string default_system_turn(std::string_view tmpl) {
             out.push_back(tmpl[i]);
         }
     }
-    return i < tmpl.size() ? out : std::string{};
+    if (i >= tmpl.size()) return {};
+    ++i;
+    while (i < tmpl.size() && (tmpl[i] == ' ' || tmpl[i] == '-')) ++i;
+    return tmpl.compare(i, 2, "}}") == 0 ? out : std::string{};
+}
+
+// The default system turn a template adds when the conversation does not start with one: the
+// lone string literal of the first {{ }} in the branch taken for that case, unescaped.
+//   SmolLM2: {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n...
+//   Qwen2.5: {%- if messages[0]['role'] == 'system' %}...{%- else %}{{- '<|im_start|>system\n...
+// Only a whole ChatML system turn counts, so a branch that writes part of one (Qwen's tool
+// prompt, whose else-branch literal is the bare message) is passed over. Empty when none.
+std::string find_default_system_turn(std::string_view tmpl) {
+    static constexpr std::string_view kNotSystem[] = {
+        "messages[0]['role'] != 'system'",
+        "messages[0][\"role\"] != \"system\"",
+        "messages[0].role != 'system'",
+    };
+    static constexpr std::string_view kSystem[] = {
+        "messages[0]['role'] == 'system'",
+        "messages[0][\"role\"] == \"system\"",
+        "messages[0].role == 'system'",
+    };
+    constexpr std::string_view kTurnStart = "<|im_start|>system";
+    constexpr size_t npos = std::string_view::npos;
+    // The turn written first in the branch that starts at `branch` (before its else or endif).
+    auto literal_in_branch = [&](size_t branch) -> std::string {
+        const size_t open = tmpl.find("{{", branch);
+        const size_t stop = std::min(tmpl.find("endif", branch), tmpl.find("else", branch));
+        if (open == npos || (stop != npos && stop < open)) return {};
+        std::string turn = lone_literal(tmpl, open);
+        return turn.starts_with(kTurnStart) ? turn : std::string{};
+    };
+    for (auto test : kNotSystem) {
+        for (size_t pos = tmpl.find(test); pos != npos; pos = tmpl.find(test, pos + 1)) {
+            if (auto turn = literal_in_branch(pos + test.size()); !turn.empty()) return turn;
+        }
+    }
+    for (auto test : kSystem) {
+        for (size_t pos = tmpl.find(test); pos != npos; pos = tmpl.find(test, pos + 1)) {
+            // The else of this if: the first one after the test, before its endif.
+            const size_t else_pos = tmpl.find("else", pos);
+            const size_t endif_pos = tmpl.find("endif", pos);
+            if (else_pos == npos || (endif_pos != npos && endif_pos < else_pos)) continue;
+            if (auto turn = literal_in_branch(else_pos + 4); !turn.empty()) return turn;
+        }
+    }
+    return {};
 }
 
 // InvalidArgument naming what was checked and the offset of the first bad sequence.
@@ -297,6 +326,8 @@ struct Tokenizer::Impl {
     std::vector<TokenId> eog;            // end-of-generation ids
     TokenId im_start = -1, im_end = -1;  // ChatML markers, -1 if absent
     std::string default_system;          // template's default system turn; empty: none
+    std::string chat_template;           // tokenizer.chat_template
+    std::string model_name;
 
     void split_special(std::string_view text, std::vector<Segment>& out) const;
     void encode_plain(std::string_view text, Workspace& ws, std::vector<TokenId>& out) const;
@@ -569,7 +600,9 @@ Result<Tokenizer> Tokenizer::from_vocab(const TokenizerVocab& vocab) {
             impl->eog.push_back(id);
         }
     }
-    impl->default_system = default_system_turn(vocab.chat_template);
+    impl->default_system = find_default_system_turn(vocab.chat_template);
+    impl->chat_template = vocab.chat_template;
+    impl->model_name = vocab.model_name;
     return Tokenizer(std::move(impl));
 }
 
@@ -634,6 +667,14 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
         if (!tmpl) return tmpl.error();
         vocab.chat_template = std::move(*tmpl);
     }
+    // Only for messages: a general.name that is not a string is passed over, not an error.
+    if (file.has("general.name")) {
+        if (auto name = file.get_string("general.name")) vocab.model_name = std::move(*name);
+    }
+    if (vocab.model_name.empty()) {
+        const std::string& path = file.path();
+        vocab.model_name = path.substr(path.find_last_of('/') + 1);
+    }
     return from_vocab(vocab);
 }
 
@@ -686,6 +727,16 @@ bool Tokenizer::is_end_of_generation(TokenId id) const {
 
 bool Tokenizer::is_special(TokenId id) const {
     return id >= 0 && id < n_vocab() && impl_->types[id] == kTypeControl;
+}
+
+const std::string& Tokenizer::chat_template() const {
+    return impl_->chat_template;
+}
+const std::string& Tokenizer::default_system_turn() const {
+    return impl_->default_system;
+}
+const std::string& Tokenizer::model_name() const {
+    return impl_->model_name;
 }
 
 TokenId Tokenizer::find_token(std::string_view text) const {

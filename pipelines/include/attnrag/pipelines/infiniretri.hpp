@@ -296,11 +296,13 @@ bool answers_agree(std::string_view a, std::string_view b);
 // does not outvote. 0 when `candidates` is empty.
 size_t choose_answer(std::span<const AnswerCandidate> candidates);
 
-// The prompt pieces (ChatML user turn, generation prompt): prefix + context + question.
+// The prompt pieces, one user turn in the model's chat format (ChatFormat, prompts.hpp):
+// prefix + context + question.
 struct InfiniRetriPrompt {
-    std::vector<TokenId> prefix;  // "<|im_start|>user\n" instruction "\n\n"... up to the context
-    std::vector<TokenId>
-        question;  // "\n\nQuestion: " question "\n\nAnswer:" ... "<|im_start|>assistant\n"
+    // [default system turn] + opening of the user turn + instruction "\n\n", up to the context
+    std::vector<TokenId> prefix;
+    // "\n\nQuestion: " question "\n\nAnswer:" + end of the user turn + generation prompt
+    std::vector<TokenId> question;
     int32_t question_offset = 0;  // index in `question` of the first token of "Question:"
     int32_t content_offset = 0;   // index in `question` of the question's first token
 };

@@ -102,18 +102,20 @@ struct RagAnswer {
 };
 
 // The pieces of the prompt, tokenized separately so passage states can be reused: concatenating
-// them gives the prompt of every assembly mode.
+// them gives the prompt of every assembly mode. The chat turns are in the model's own format
+// (ChatFormat, prompts.hpp).
 struct RagPrompt {
+    // System turn holding the instruction + opening of the user turn.
     std::vector<TokenId> prefix;
+    // passage_block_text of each passage.
     std::vector<std::vector<TokenId>> passages;
+    // "Question: " question + end of the user turn + generation prompt.
     std::vector<TokenId> question;
 };
 Result<RagPrompt> build_rag_prompt(const Tokenizer& tok, std::string_view instruction,
                                    std::span<const RagPassage> passages, std::string_view question);
 // One passage's block text (what is tokenized and cached).
 std::string passage_block_text(const RagPassage& p);
-// The shared prefix for an instruction (what passage states are encoded after).
-std::string rag_prefix_text(std::string_view instruction);
 
 // Answers questions; owns a context and a passage cache per instruction. Not thread-safe.
 class RagSession {

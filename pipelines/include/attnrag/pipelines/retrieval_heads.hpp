@@ -2,9 +2,10 @@
 // head) of a model on copy trials, rank them, and store the ranking per model fingerprint.
 //
 // The copy task, as implemented here (teacher-forced, so one forward pass per trial):
-//   prompt   = InfiniRetri's ChatML template (build_infiniretri_prompt) whose context is a cut of
-//              the haystack (L tokens in all, needle included) with a needle sentence inserted
-//              at the sentence boundary nearest d% of the haystack tokens;
+//   prompt   = InfiniRetri's prompt (build_infiniretri_prompt, in the model's chat format)
+//              whose context is a cut of the haystack (L tokens in all, needle included) with a
+//              needle sentence inserted at the sentence boundary nearest d% of the haystack
+//              tokens;
 //   needle   = "<subject> <w1> ... <wn>." with n words drawn at random from the haystack's own
 //              vocabulary (so the continuation cannot be guessed from the language prior and the
 //              project's eval needles never enter the scoring), e.g. "The words written on the

@@ -478,40 +478,16 @@ void gemm(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int
     }
 }
 
-void gemm_q8_q4_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
-                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
-    gemm<Fmt::Q4_0>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
-}
-void gemm_q8_q4_1(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
-                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
-    gemm<Fmt::Q4_1>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
-}
-void gemm_q8_q8_0(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
-                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
-    gemm<Fmt::Q8_0>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
-}
-void gemm_q8_q4_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
-                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
-    gemm<Fmt::Q4_K>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
-}
-void gemm_q8_q5_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
-                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
-    gemm<Fmt::Q5_K>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
-}
-void gemm_q8_q6_k(int64_t n_cols, int64_t n_rows, const void* w, size_t w_row_bytes, int64_t m,
-                  const BlockQ8A* x, int64_t x_row_blocks, float* y, int64_t ldy) {
-    gemm<Fmt::Q6_K>(n_cols, n_rows, w, w_row_bytes, m, x, x_row_blocks, y, ldy);
-}
-
 }  // namespace
 
 void fill_gemm_table(CpuKernels& k) {
-    k.gemm_q8[kSlotQ4_0] = gemm_q8_q4_0;
-    k.gemm_q8[kSlotQ4_1] = gemm_q8_q4_1;
-    k.gemm_q8[kSlotQ8_0] = gemm_q8_q8_0;
-    k.gemm_q8[kSlotQ4_K] = gemm_q8_q4_k;
-    k.gemm_q8[kSlotQ5_K] = gemm_q8_q5_k;
-    k.gemm_q8[kSlotQ6_K] = gemm_q8_q6_k;
+    // gemm<F> has GemmQ8Fn's signature.
+    k.gemm_q8[kSlotQ4_0] = gemm<Fmt::Q4_0>;
+    k.gemm_q8[kSlotQ4_1] = gemm<Fmt::Q4_1>;
+    k.gemm_q8[kSlotQ8_0] = gemm<Fmt::Q8_0>;
+    k.gemm_q8[kSlotQ4_K] = gemm<Fmt::Q4_K>;
+    k.gemm_q8[kSlotQ5_K] = gemm<Fmt::Q5_K>;
+    k.gemm_q8[kSlotQ6_K] = gemm<Fmt::Q6_K>;
 }
 
 }  // namespace attnrag::kernels::avx512

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <string>
 
+#include "attnrag/kernels/block_mask.hpp"
 #include "attnrag/kernels/cuda.hpp"
 
 namespace attnrag::kernels::cuda {
@@ -168,12 +169,10 @@ __global__ void rope_kernel(float* x, int64_t n_rows, int64_t n_heads, int64_t h
 
 // ---- attention ---------------------------------------------------------------------------
 
+// The kernels keep tags as separate id and kind arrays (uint8 kinds: BlockKind's values).
 __device__ inline bool visible(int32_t q_id, uint8_t q_kind, int32_t k_id, uint8_t k_kind) {
-    switch (q_kind) {
-        case 0: return true;                 // Global
-        case 1: return k_kind == 1;          // Shared
-        default: return k_kind == 1 || (k_kind == 2 && k_id == q_id);  // Local
-    }
+    return block_visible(BlockTag{q_id, static_cast<BlockKind>(q_kind)},
+                         BlockTag{k_id, static_cast<BlockKind>(k_kind)});
 }
 
 constexpr int kAttnThreads = 128;

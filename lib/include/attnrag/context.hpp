@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "attnrag/kernels/block_mask.hpp"
 #include "attnrag/kernels/thread_pool.hpp"
 #include "attnrag/model.hpp"
 #include "attnrag/passage_kv.hpp"
@@ -33,31 +34,11 @@ enum class LogitsMode {
     All,   // logits of every token of the call
 };
 
-// Attention visibility (DESIGN.md §3 "Masks"). Every cache slot carries a block id and a kind;
-// a query sees only earlier-or-same cache slots (causal by slot, whatever the position ids), and
-// among those:
-//   Global: every slot (ordinary causal attention; the default);
-//   Shared: Shared slots only (a shared prefix / instruction block);
-//   Local:  Shared slots and Local slots of its own block id (a passage or candidate document).
-// Block-Attention: prefix Shared, passages Local (one id each), question Global.
-// BlockRank: instruction Shared, documents Local, final block Global.
-enum class BlockKind : uint8_t { Global = 0, Shared = 1, Local = 2 };
-
-struct BlockTag {
-    int32_t id = 0;
-    BlockKind kind = BlockKind::Global;
-    bool operator==(const BlockTag&) const = default;
-};
-
-// True when a query tagged `q` may attend to an earlier key tagged `k`.
-inline bool block_visible(BlockTag q, BlockTag k) {
-    switch (q.kind) {
-        case BlockKind::Global: return true;
-        case BlockKind::Shared: return k.kind == BlockKind::Shared;
-        case BlockKind::Local: return k.kind == BlockKind::Shared || (k.kind == BlockKind::Local && k.id == q.id);
-    }
-    return false;
-}
+// Attention visibility (DESIGN.md §3 "Masks"): BlockKind, BlockTag and block_visible live with
+// the kernels (attnrag/kernels/block_mask.hpp), so the CPU and CUDA attention share one rule.
+using kernels::block_visible;
+using kernels::BlockKind;
+using kernels::BlockTag;
 
 // APE-style repair for passages encoded apart (../shared/reference/algorithms.md §6): when a
 // Global query attends to Local keys, their logits are divided by `temperature` and the two

@@ -292,6 +292,21 @@ Aux<F> aux_of(const BlockQ8A& xb) {
     }
 }
 
+// isum[g][t] += the dot products of packed vectors [j0, j1) of block b (G panels, panel_bytes
+// apart) with token t's activation bytes [4 j0, 4 j1): one dpbusd per panel, token and vector.
+template <int G, int T>
+inline void dot_steps(const uint8_t* pb, int64_t panel_bytes, const BlockQ8A* const* xt, int64_t b,
+                      int j0, int j1, __m512i (&isum)[G][T]) {
+    for (int j = j0; j < j1; ++j) {
+        __m512i wv[G];
+        for (int g = 0; g < G; ++g) wv[g] = _mm512_load_si512(pb + g * panel_bytes + 64 * j);
+        for (int t = 0; t < T; ++t) {
+            const __m512i xv = _mm512_set1_epi32(load_i32(xt[t][b].qs + 4 * j));
+            for (int g = 0; g < G; ++g) isum[g][t] = _mm512_dpbusd_epi32(isum[g][t], wv[g], xv);
+        }
+    }
+}
+
 // One packed Q6_K block into acc: each half's four dpbusd per (panel, token), then
 // acc += d_x * (float(isum_lo) * d_lo + float(isum_hi) * d_hi).
 template <int G, int T>
@@ -304,14 +319,7 @@ inline void halves_block(const uint8_t* pb, int64_t panel_bytes, const BlockQ8A*
             const __m512i start = _mm512_set1_epi32(h == 0 ? ab[t].lo : ab[t].hi);
             for (int g = 0; g < G; ++g) isum[g][t] = start;
         }
-        for (int j = 4 * h; j < 4 * h + 4; ++j) {
-            __m512i wv[G];
-            for (int g = 0; g < G; ++g) wv[g] = _mm512_load_si512(pb + g * panel_bytes + 64 * j);
-            for (int t = 0; t < T; ++t) {
-                const __m512i xv = _mm512_set1_epi32(load_i32(xt[t][b].qs + 4 * j));
-                for (int g = 0; g < G; ++g) isum[g][t] = _mm512_dpbusd_epi32(isum[g][t], wv[g], xv);
-            }
-        }
+        dot_steps<G, T>(pb, panel_bytes, xt, b, 4 * h, 4 * h + 4, isum);
         for (int g = 0; g < G; ++g) {
             const __m512 dw = _mm512_load_ps(pb + g * panel_bytes + kQuantBytes + 64 * h);
             for (int t = 0; t < T; ++t) {
@@ -347,14 +355,7 @@ void micro_kernel(const uint8_t* pw, int64_t panel_bytes, int64_t nb, const Bloc
             if constexpr (FmtInfo<F>::kMath == Math::Offset) start = _mm512_set1_epi32(ab[t]);
             for (int g = 0; g < G; ++g) isum[g][t] = start;
         }
-        for (int j = 0; j < 8; ++j) {
-            __m512i wv[G];
-            for (int g = 0; g < G; ++g) wv[g] = _mm512_load_si512(pb + g * panel_bytes + 64 * j);
-            for (int t = 0; t < T; ++t) {
-                const __m512i xv = _mm512_set1_epi32(load_i32(xt[t][b].qs + 4 * j));
-                for (int g = 0; g < G; ++g) isum[g][t] = _mm512_dpbusd_epi32(isum[g][t], wv[g], xv);
-            }
-        }
+        dot_steps<G, T>(pb, panel_bytes, xt, b, 0, 8, isum);
         for (int g = 0; g < G; ++g) {
             const __m512 dw = _mm512_load_ps(pb + g * panel_bytes + kQuantBytes);
             for (int t = 0; t < T; ++t) {

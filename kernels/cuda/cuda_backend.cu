@@ -21,7 +21,9 @@ std::string cuda_message(const char* what, cudaError_t e) {
     return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
 }
 
-int64_t blocks_for(int64_t n, int threads = kThreads) { return (n + threads - 1) / threads; }
+int64_t blocks_for(int64_t n, int threads = kThreads) {
+    return (n + threads - 1) / threads;
+}
 
 // ---- dequantization: one thread per element ----------------------------------------------
 
@@ -104,7 +106,8 @@ __global__ void dequant_kernel(DType type, const uint8_t* src, float* dst, int64
             const uint8_t lo = ql[l + (quarter & 1) * 32];
             const int nib = quarter < 2 ? (lo & 0x0f) : (lo >> 4);
             const int q = (nib | (((qh >> (2 * quarter)) & 3) << 4)) - 32;
-            const float d1 = __fmul_rn(load_f16(b + 208), static_cast<float>(static_cast<int8_t>(b[192 + i / 16])));
+            const float d1 = __fmul_rn(load_f16(b + 208),
+                                       static_cast<float>(static_cast<int8_t>(b[192 + i / 16])));
             w = __fmul_rn(d1, static_cast<float>(q));
             break;
         }
@@ -114,7 +117,8 @@ __global__ void dequant_kernel(DType type, const uint8_t* src, float* dst, int64
 
 // ---- element-wise and row ops ------------------------------------------------------------
 
-__global__ void gather_rows_kernel(const float* table, int64_t n_cols, const int32_t* ids, int64_t n, float* out) {
+__global__ void gather_rows_kernel(const float* table, int64_t n_cols, const int32_t* ids,
+                                   int64_t n, float* out) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n * n_cols) return;
     const int64_t r = i / n_cols, c = i % n_cols;
@@ -134,7 +138,8 @@ __global__ void rmsnorm_kernel(const float* x, const float* w, float eps, float*
         __syncthreads();
     }
     const float scale = static_cast<float>(1.0 / sqrt(partial[0] / static_cast<double>(n) + eps));
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+        yr[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
@@ -153,8 +158,8 @@ __global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
 }
 
 // One thread per (row, head, pair); angles in double as the CPU's rope_apply.
-__global__ void rope_kernel(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_pairs,
-                            const double* cs, int interleaved) {
+__global__ void rope_kernel(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim,
+                            int64_t n_pairs, const double* cs, int interleaved) {
     const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (t >= n_rows * n_heads * n_pairs) return;
     const int64_t i = t % n_pairs, h = (t / n_pairs) % n_heads, r = t / (n_pairs * n_heads);
@@ -190,7 +195,8 @@ __global__ void attention_kernel(AttentionArgs a) {
     const int64_t slot = a.first_slot + row;
     const int64_t n_keys = slot + 1;
     __shared__ float qs[HD];
-    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = a.q[(row * a.n_head + head) * hd + d];
+    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
+        qs[d] = a.q[(row * a.n_head + head) * hd + d];
     __syncthreads();
     const bool masked = a.tag_ids != nullptr;
     const int32_t q_id = masked ? a.tag_ids[slot] : 0;
@@ -258,12 +264,13 @@ __global__ void attention_kernel(AttentionArgs a) {
     for (int w = 0; w < kWarps; ++w) total += mx == -INFINITY ? 0.0f : wl[w] * expf(wm[w] - mx);
     for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
         float o = 0.0f;
-        for (int w = 0; w < kWarps; ++w) o += mx == -INFINITY ? 0.0f : wacc[w][d] * expf(wm[w] - mx);
+        for (int w = 0; w < kWarps; ++w)
+            o += mx == -INFINITY ? 0.0f : wacc[w][d] * expf(wm[w] - mx);
         a.out[(row * a.n_head + head) * hd + d] = total > 0.0f ? o / total : 0.0f;
     }
-    if (threadIdx.x == 0) a.lse[row * a.n_head + head] = mx == -INFINITY ? -INFINITY : mx + logf(total);
+    if (threadIdx.x == 0)
+        a.lse[row * a.n_head + head] = mx == -INFINITY ? -INFINITY : mx + logf(total);
 }
-
 
 // Prefill attention, flash-style: one block per (tile of kTileRows query rows, head). K and V
 // tiles of kTileKeys slots are staged in shared memory and shared by the tile's rows; each row
@@ -276,15 +283,15 @@ constexpr int kLanes = 4;  // threads per row: kTileRows * kLanes = 128 threads
 
 template <int HD>
 __global__ void attention_tiled_kernel(AttentionArgs a) {
-    constexpr int kDims = HD / kLanes;          // output dimensions per thread
-    constexpr int kKeys = kTileKeys / kLanes;   // keys per thread per tile
+    constexpr int kDims = HD / kLanes;         // output dimensions per thread
+    constexpr int kKeys = kTileKeys / kLanes;  // keys per thread per tile
     extern __shared__ float smem[];
     // Rows of Q, K and P are padded by one float so that the rows a warp reads at once fall in
     // different shared-memory banks.
-    float* qs = smem;                           // [kTileRows][HD + 1]
-    float* ks = qs + kTileRows * (HD + 1);      // [kTileKeys][HD + 1]
-    float* vs = ks + kTileKeys * (HD + 1);      // [kTileKeys][HD]
-    float* ps = vs + kTileKeys * HD;            // [kTileRows][kTileKeys + 1]
+    float* qs = smem;                       // [kTileRows][HD + 1]
+    float* ks = qs + kTileRows * (HD + 1);  // [kTileKeys][HD + 1]
+    float* vs = ks + kTileKeys * (HD + 1);  // [kTileKeys][HD]
+    float* ps = vs + kTileKeys * HD;        // [kTileRows][kTileKeys + 1]
 
     const int64_t hd = a.head_dim;
     const int64_t head = blockIdx.y;
@@ -303,7 +310,8 @@ __global__ void attention_tiled_kernel(AttentionArgs a) {
 
     for (int i = tid; i < kTileRows * HD; i += blockDim.x) {
         const int rr = i / HD, d = i % HD;
-        qs[rr * (HD + 1) + d] = (row0 + rr < a.n_rows && d < hd) ? a.q[((row0 + rr) * a.n_head + head) * hd + d] : 0.0f;
+        qs[rr * (HD + 1) + d] =
+            (row0 + rr < a.n_rows && d < hd) ? a.q[((row0 + rr) * a.n_head + head) * hd + d] : 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
     float acc[kDims];
@@ -342,7 +350,8 @@ __global__ void attention_tiled_kernel(AttentionArgs a) {
         }
         // The row's lanes are adjacent threads of one warp.
 #pragma unroll
-        for (int off = kLanes / 2; off > 0; off /= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, off));
+        for (int off = kLanes / 2; off > 0; off /= 2)
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, off));
         const float m_new = fmaxf(m, tile_max);
         const float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
         float sum = 0.0f;
@@ -378,7 +387,8 @@ __global__ void attention_tiled_kernel(AttentionArgs a) {
 
 template <int HD>
 size_t tiled_smem_bytes() {
-    return sizeof(float) * (kTileRows * (HD + 1) + kTileKeys * (HD + 1) + kTileKeys * HD + kTileRows * (kTileKeys + 1));
+    return sizeof(float) * (kTileRows * (HD + 1) + kTileKeys * (HD + 1) + kTileKeys * HD +
+                            kTileRows * (kTileKeys + 1));
 }
 
 // Rows at or above which attention uses the tiled kernel (decode keeps one block per head).
@@ -480,12 +490,14 @@ void Device::upload(void* dst, const void* src, size_t bytes) {
 }
 
 bool Device::download(void* dst, const void* src, size_t bytes) {
-    impl_->check("download", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl_->stream));
+    impl_->check("download",
+                 cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl_->stream));
     return sync();
 }
 
 void Device::copy(void* dst, const void* src, size_t bytes) {
-    impl_->check("device copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl_->stream));
+    impl_->check("device copy",
+                 cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl_->stream));
 }
 
 bool Device::sync() {
@@ -494,8 +506,12 @@ bool Device::sync() {
     return impl_->error.empty();
 }
 
-const std::string& Device::error() const { return impl_->error; }
-void Device::reset_error() { impl_->error.clear(); }
+const std::string& Device::error() const {
+    return impl_->error;
+}
+void Device::reset_error() {
+    impl_->error.clear();
+}
 
 void Device::dequant(DType type, const void* src, float* dst, int64_t n) {
     if (n <= 0) return;
@@ -503,17 +519,21 @@ void Device::dequant(DType type, const void* src, float* dst, int64_t n) {
         impl_->fail("dequant: unsupported type id " + std::to_string(static_cast<uint32_t>(type)));
         return;
     }
-    dequant_kernel<<<blocks_for(n), kThreads, 0, impl_->stream>>>(type, static_cast<const uint8_t*>(src), dst, n);
+    dequant_kernel<<<blocks_for(n), kThreads, 0, impl_->stream>>>(
+        type, static_cast<const uint8_t*>(src), dst, n);
     impl_->launched("dequant");
 }
 
-void Device::gather_rows(const float* table, int64_t n_cols, const int32_t* ids, int64_t n, float* out) {
+void Device::gather_rows(const float* table, int64_t n_cols, const int32_t* ids, int64_t n,
+                         float* out) {
     if (n <= 0) return;
-    gather_rows_kernel<<<blocks_for(n * n_cols), kThreads, 0, impl_->stream>>>(table, n_cols, ids, n, out);
+    gather_rows_kernel<<<blocks_for(n * n_cols), kThreads, 0, impl_->stream>>>(table, n_cols, ids,
+                                                                               n, out);
     impl_->launched("gather_rows");
 }
 
-void Device::rmsnorm(const float* x, const float* w, float eps, float* y, int64_t n_rows, int64_t n) {
+void Device::rmsnorm(const float* x, const float* w, float eps, float* y, int64_t n_rows,
+                     int64_t n) {
     if (n_rows <= 0) return;
     rmsnorm_kernel<<<n_rows, kThreads, 0, impl_->stream>>>(x, w, eps, y, n);
     impl_->launched("rmsnorm");
@@ -537,24 +557,26 @@ void Device::silu_mul(float* g, const float* u, int64_t n) {
     impl_->launched("silu_mul");
 }
 
-void Device::rope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_rot, const double* cs,
-                  RopeStyle style) {
+void Device::rope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_rot,
+                  const double* cs, RopeStyle style) {
     if (n_rot > head_dim) n_rot = head_dim;
     const int64_t n_pairs = n_rot / 2;
     const int64_t n = n_rows * n_heads * n_pairs;
     if (n <= 0) return;
-    rope_kernel<<<blocks_for(n), kThreads, 0, impl_->stream>>>(x, n_rows, n_heads, head_dim, n_pairs, cs,
-                                                              style == RopeStyle::Interleaved ? 1 : 0);
+    rope_kernel<<<blocks_for(n), kThreads, 0, impl_->stream>>>(
+        x, n_rows, n_heads, head_dim, n_pairs, cs, style == RopeStyle::Interleaved ? 1 : 0);
     impl_->launched("rope");
 }
 
-void Device::matmul(const float* x, int64_t m, int64_t k, const float* w, int64_t n, float* y, int64_t ldy) {
+void Device::matmul(const float* x, int64_t m, int64_t k, const float* w, int64_t n, float* y,
+                    int64_t ldy) {
     if (m <= 0 || n <= 0) return;
     const float one = 1.0f, zero = 0.0f;
     // Column-major view: Y^T [n x m] = W [k x n]^T · X^T [k x m].
-    const cublasStatus_t s = cublasSgemm(impl_->blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
-                                         static_cast<int>(m), static_cast<int>(k), &one, w, static_cast<int>(k),
-                                         x, static_cast<int>(k), &zero, y, static_cast<int>(ldy));
+    const cublasStatus_t s =
+        cublasSgemm(impl_->blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                    static_cast<int>(k), &one, w, static_cast<int>(k), x, static_cast<int>(k),
+                    &zero, y, static_cast<int>(ldy));
     if (s != CUBLAS_STATUS_SUCCESS) {
         impl_->fail(std::string("cublasSgemm failed: ") + cublasGetStatusString(s));
     }
@@ -565,14 +587,17 @@ void Device::attention(const AttentionArgs& args) {
     if (args.head_dim <= 0 || args.head_dim > kMaxHeadDim || args.n_head_kv <= 0 ||
         args.n_head % args.n_head_kv != 0) {
         impl_->fail("attention: head_dim " + std::to_string(args.head_dim) + " / heads " +
-                    std::to_string(args.n_head) + "/" + std::to_string(args.n_head_kv) + " not supported");
+                    std::to_string(args.n_head) + "/" + std::to_string(args.n_head_kv) +
+                    " not supported");
         return;
     }
     if (args.n_rows >= kTiledMinRows) {
-        const dim3 grid(static_cast<unsigned>((args.n_rows + kTileRows - 1) / kTileRows), static_cast<unsigned>(args.n_head));
+        const dim3 grid(static_cast<unsigned>((args.n_rows + kTileRows - 1) / kTileRows),
+                        static_cast<unsigned>(args.n_head));
         const int threads = kTileRows * kLanes;
         auto launch = [&](auto kernel, size_t smem) {
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(smem));
             kernel<<<grid, threads, smem, impl_->stream>>>(args);
         };
         if (args.head_dim <= 32) {
@@ -633,7 +658,8 @@ double Device::measure_sgemm_gflops(int64_t n, int reps) {
     // Non-zero operands (0x3c3c3c3c is about 0.0115): products of zeros can run faster.
     cudaMemsetAsync(a.get(), 0x3c, static_cast<size_t>(n * n) * sizeof(float), impl_->stream);
     cudaMemsetAsync(b.get(), 0x3c, static_cast<size_t>(n * n) * sizeof(float), impl_->stream);
-    const double s = best_seconds(impl_->stream, reps, [&] { matmul(a.get(), n, n, b.get(), n, c.get(), n); });
+    const double s =
+        best_seconds(impl_->stream, reps, [&] { matmul(a.get(), n, n, b.get(), n, c.get(), n); });
     if (!sync() || s <= 0.0) return 0.0;
     return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / s / 1e9;
 }

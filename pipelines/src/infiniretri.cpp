@@ -71,7 +71,9 @@ std::vector<KeptSentence> best_sentences(std::span<const KeptSentence> kept, int
 
 bool same_sentences(std::span<const KeptSentence> a, std::span<const KeptSentence> b) {
     return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                      [](const KeptSentence& x, const KeptSentence& y) { return x.begin == y.begin && x.end == y.end; });
+                      [](const KeptSentence& x, const KeptSentence& y) {
+                          return x.begin == y.begin && x.end == y.end;
+                      });
 }
 
 // FNV-1a over the byte ranges and token ids of the sentences read into chunks: what a checkpoint
@@ -140,7 +142,7 @@ struct InfiniRetri::Impl {
         std::vector<char> pair_used;
         int32_t cache_limit = 0;
         int32_t reserve_limit = 0;  // tokens the reserve may hold
-        std::vector<float> w2;  // squared question weight per query row (frozen after chunk 1)
+        std::vector<float> w2;      // squared question weight per query row (frozen after chunk 1)
         std::vector<KeptSentence> cache;
         std::vector<KeptSentence> reserve;  // options.relevance_reserve, in document order
         std::string question;
@@ -164,10 +166,12 @@ struct InfiniRetri::Impl {
         if (o.cache_tokens < 0)
             return make_error(Errc::InvalidArgument, "infiniretri: cache_tokens must be >= 0");
         if (o.answer_context_tokens < 0)
-            return make_error(Errc::InvalidArgument, "infiniretri: answer_context_tokens must be >= 0");
+            return make_error(Errc::InvalidArgument,
+                              "infiniretri: answer_context_tokens must be >= 0");
         for (int32_t budget : o.answer_alternatives) {
             if (budget < 0)
-                return make_error(Errc::InvalidArgument, "infiniretri: answer_alternatives must be >= 0");
+                return make_error(Errc::InvalidArgument,
+                                  "infiniretri: answer_alternatives must be >= 0");
         }
         if (o.answer_context_tokens > 0 && o.neutral_question.empty())
             return make_error(Errc::InvalidArgument, "infiniretri: empty neutral_question");
@@ -231,7 +235,8 @@ struct InfiniRetri::Impl {
         for (int32_t v : {o.chunk_tokens, o.top_k, o.phrase_tokens, run.cache_limit})
             digest_value(h, v);
         digest_value(h, o.score_memory);
-        if (o.relevance_reserve > 0) digest_value(h, o.relevance_reserve);  // older checkpoints stay valid
+        if (o.relevance_reserve > 0)
+            digest_value(h, o.relevance_reserve);  // older checkpoints stay valid
         digest_value(h, o.question_weight);
         digest_bytes(h, o.instruction.data(), o.instruction.size());
         for (const auto* v : {&run.probe.layers, &run.probe.heads}) {
@@ -278,7 +283,8 @@ struct InfiniRetri::Impl {
         // first rows [ctx_end, q_begin); question rows are indexed from q_row0.
         const int32_t row_begin = neutral_rows ? ctx_end : q_begin;
         const int32_t q_row0 = q_begin - row_begin;
-        const int32_t neutral_end = neutral_rows ? ctx_end + question.content_offset - row_begin : 0;
+        const int32_t neutral_end =
+            neutral_rows ? ctx_end + question.content_offset - row_begin : 0;
         run.probe.rows.resize(static_cast<size_t>(n - row_begin));
         std::iota(run.probe.rows.begin(), run.probe.rows.end(), row_begin);
         ProbeResult att;
@@ -336,7 +342,8 @@ struct InfiniRetri::Impl {
     }
 
     // Per sentence, its best token value (0 for none above it).
-    static std::vector<float> sentence_best(std::span<const float> v, std::span<KeptSentence* const> sents,
+    static std::vector<float> sentence_best(std::span<const float> v,
+                                            std::span<KeptSentence* const> sents,
                                             std::span<const int32_t> sent_begin) {
         std::vector<float> best(sents.size(), 0.0f);
         for (size_t k = 0; k < sents.size(); ++k) {
@@ -371,7 +378,8 @@ struct InfiniRetri::Impl {
         const size_t n_cached = run.cache.size();  // sents[0, n_cached) come from the cache
         const std::vector<float> best = sentence_best(score, sents, sent_begin);
         for (size_t k = 0; k < sents.size(); ++k) {
-            sents[k]->score = k < n_cached ? std::max(best[k], o.score_memory * sents[k]->score) : best[k];
+            sents[k]->score =
+                k < n_cached ? std::max(best[k], o.score_memory * sents[k]->score) : best[k];
         }
         // A cached sentence whose remembered score reaches the k-th best token score stays.
         if (o.score_memory > 0.0f && !top.empty()) {
@@ -431,7 +439,8 @@ struct InfiniRetri::Impl {
         std::vector<KeptSentence>& pool = dropped;
         for (auto& s : run.reserve) pool.push_back(std::move(s));
         std::sort(pool.begin(), pool.end(), [](const KeptSentence& x, const KeptSentence& y) {
-            return x.peak_relevance > y.peak_relevance || (x.peak_relevance == y.peak_relevance && x.begin < y.begin);
+            return x.peak_relevance > y.peak_relevance ||
+                   (x.peak_relevance == y.peak_relevance && x.begin < y.begin);
         });
         run.reserve.clear();
         int64_t used = 0;
@@ -453,12 +462,13 @@ struct InfiniRetri::Impl {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<KeptSentence*> sents;
         for (auto& s : run.out.kept) sents.push_back(&s);
-        const bool root_sum = o.sentence_relevance == InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
+        const bool root_sum =
+            o.sentence_relevance == InfiniRetriOptions::SentenceRelevance::BestTimesRootSum;
         std::vector<float> own_w2;  // BestTimesRootSum: this pass's own question-row weights
         auto asked = score_pass(run, sents, run.prompt, root_sum ? own_w2 : run.w2);
         if (!asked) return asked.error();
-        auto neutral_prompt = build_infiniretri_prompt(model->tokenizer(), o.instruction,
-                                                       o.neutral_question);
+        auto neutral_prompt =
+            build_infiniretri_prompt(model->tokenizer(), o.instruction, o.neutral_question);
         if (!neutral_prompt) return neutral_prompt.error();
         std::vector<float> neutral_w2;
         auto neutral = score_pass(run, sents, *neutral_prompt, neutral_w2);
@@ -473,14 +483,16 @@ struct InfiniRetri::Impl {
             }
             const auto b = static_cast<size_t>(asked->sent_begin[k]);
             double excess = 0.0;
-            for (size_t j = b; j < b + sents[k]->ids.size(); ++j) excess += std::max(0.0f, cal[j] - 1.0f);
+            for (size_t j = b; j < b + sents[k]->ids.size(); ++j)
+                excess += std::max(0.0f, cal[j] - 1.0f);
             sents[k]->relevance = static_cast<float>(best[k] * std::sqrt(excess) + 0.001 * best[k]);
         }
         return {};
     }
 
     // Generates an answer from `context` in a fresh window; `stream` passes options.on_text on.
-    Result<GenerateResult> generate_answer(Run& run, std::span<const KeptSentence> context, bool stream) {
+    Result<GenerateResult> generate_answer(Run& run, std::span<const KeptSentence> context,
+                                           bool stream) {
         const InfiniRetriOptions& o = *run.opt;
         std::vector<TokenId> tokens = run.prompt.prefix;
         for (const auto& s : context) append_ids(tokens, s.ids);
@@ -520,10 +532,12 @@ struct InfiniRetri::Impl {
         const InfiniRetriOptions& o = *run.opt;
         const int32_t n_cache = n_tokens_of(kept);
         auto context_for = [&](int32_t budget) {
-            if (budget <= 0 || n_cache <= budget) return std::vector<KeptSentence>(kept.begin(), kept.end());
+            if (budget <= 0 || n_cache <= budget)
+                return std::vector<KeptSentence>(kept.begin(), kept.end());
             return best_sentences(kept, budget);
         };
-        if (o.answer_alternatives.empty()) return final_answer(run, context_for(o.answer_context_tokens), t0);
+        if (o.answer_alternatives.empty())
+            return final_answer(run, context_for(o.answer_context_tokens), t0);
 
         std::vector<int32_t> budgets = {o.answer_context_tokens};
         budgets.insert(budgets.end(), o.answer_alternatives.begin(), o.answer_alternatives.end());
@@ -580,9 +594,10 @@ struct InfiniRetri::Impl {
         }
         if (cp.settings_digest != settings_digest(run)) {
             return make_error(Errc::InvalidArgument,
-                              where + "the checkpoint was made with other reading options (chunk, "
-                                      "top-k, filter, score memory, cache cap, instruction, layers "
-                                      "or heads)");
+                              where +
+                                  "the checkpoint was made with other reading options (chunk, "
+                                  "top-k, filter, score memory, cache cap, instruction, layers "
+                                  "or heads)");
         }
         for (;;) {
             auto s = reader.next();
@@ -601,7 +616,8 @@ struct InfiniRetri::Impl {
             if (digest != cp.digest || (*s)->end != cp.next_end ||
                 cp.chunk_fill + size_i32((*s)->ids.size()) <= o.chunk_tokens) {
                 return make_error(Errc::InvalidArgument,
-                                  where + "the source differs from the checkpointed one before byte " +
+                                  where +
+                                      "the source differs from the checkpointed one before byte " +
                                       std::to_string(cp.next_end));
             }
             run.cache = cp.cache;
@@ -659,19 +675,19 @@ struct InfiniRetri::Impl {
             ATTNRAG_TRY(chunk_pass(run, chunk));  // moves the kept sentences out of `chunk`
             ++run.out.n_chunks;
             if (next && o.on_checkpoint) {
-                o.on_checkpoint(InfiniRetriCheckpoint{
-                    .question = std::string(question),
-                    .offset = consumed,
-                    .next_end = next->end,
-                    .chunk_fill = chunk_n,
-                    .digest = digest,
-                    .settings_digest = settings_digest(run),
-                    .n_tokens_read = run.out.n_tokens_read,
-                    .n_chunks = run.out.n_chunks,
-                    .max_prompt_tokens = run.out.max_prompt_tokens,
-                    .question_weights = run.w2,
-                    .cache = run.cache,
-                    .reserve = run.reserve});
+                o.on_checkpoint(
+                    InfiniRetriCheckpoint{.question = std::string(question),
+                                          .offset = consumed,
+                                          .next_end = next->end,
+                                          .chunk_fill = chunk_n,
+                                          .digest = digest,
+                                          .settings_digest = settings_digest(run),
+                                          .n_tokens_read = run.out.n_tokens_read,
+                                          .n_chunks = run.out.n_chunks,
+                                          .max_prompt_tokens = run.out.max_prompt_tokens,
+                                          .question_weights = run.w2,
+                                          .cache = run.cache,
+                                          .reserve = run.reserve});
             }
             chunk.clear();
             chunk_n = 0;
@@ -714,8 +730,9 @@ struct InfiniRetri::Impl {
             s.reserved = true;
             run.out.kept.push_back(std::move(s));
         }
-        std::stable_sort(run.out.kept.begin(), run.out.kept.end(),
-                         [](const KeptSentence& x, const KeptSentence& y) { return x.begin < y.begin; });
+        std::stable_sort(
+            run.out.kept.begin(), run.out.kept.end(),
+            [](const KeptSentence& x, const KeptSentence& y) { return x.begin < y.begin; });
         run.out.n_cache_tokens = n_tokens_of(run.out.kept);
         if (o.answer_context_tokens <= 0) return final_answer(run, run.out.kept, t0);
         // Ranked even when the whole cache fits, so that answer_again() can pick a smaller
@@ -729,7 +746,8 @@ struct InfiniRetri::Impl {
         const auto t0 = Clock::now();
         ATTNRAG_TRY(check_options(o, question));
         if (read.kept.empty())
-            return make_error(Errc::InvalidArgument, "infiniretri: answer_again: no kept sentences");
+            return make_error(Errc::InvalidArgument,
+                              "infiniretri: answer_again: no kept sentences");
         Run run;
         run.opt = &o;
         auto prompt = build_infiniretri_prompt(model->tokenizer(), o.instruction, question);
@@ -756,9 +774,10 @@ struct InfiniRetri::Impl {
         if (!ranked) {
             if (read.n_cache_tokens <= o.answer_context_tokens && o.answer_alternatives.empty())
                 return final_answer(run, read.kept, t0);
-            return make_error(Errc::InvalidArgument,
-                              "infiniretri: answer_again: the kept sentences were not ranked (read "
-                              "with answer_context_tokens = 0); read with answer_context_tokens > 0");
+            return make_error(
+                Errc::InvalidArgument,
+                "infiniretri: answer_again: the kept sentences were not ranked (read "
+                "with answer_context_tokens = 0); read with answer_context_tokens > 0");
         }
         return ranked_answer(run, read.kept, t0);
     }
@@ -799,7 +818,8 @@ struct InfiniRetri::Impl {
         }
         run.out.n_sentences = reader.n_source_sentences();
         if (doc.empty() && run.out.truncated) {
-            return make_error(Errc::OutOfRange, source.name() + ": the first sentence alone does not fit the " +
+            return make_error(Errc::OutOfRange, source.name() +
+                                                    ": the first sentence alone does not fit the " +
                                                     std::to_string(ctx.n_ctx()) + "-token window");
         }
         if (doc.empty())
@@ -818,7 +838,8 @@ InfiniRetri::InfiniRetri(InfiniRetri&&) noexcept = default;
 InfiniRetri& InfiniRetri::operator=(InfiniRetri&&) noexcept = default;
 InfiniRetri::~InfiniRetri() = default;
 
-Result<InfiniRetri> InfiniRetri::create(const Model& model, int32_t n_threads, int32_t n_ctx, Backend backend) {
+Result<InfiniRetri> InfiniRetri::create(const Model& model, int32_t n_threads, int32_t n_ctx,
+                                        Backend backend) {
     auto ctx = Context::create(model, {.n_ctx = n_ctx, .n_threads = n_threads, .backend = backend});
     if (!ctx) return ctx.error();
     return InfiniRetri(std::make_unique<Impl>(model, std::move(ctx).value()));

@@ -53,7 +53,8 @@ std::string passage_block_text(const RagPassage& p) {
 }
 
 Result<RagPrompt> build_rag_prompt(const Tokenizer& tok, std::string_view instruction,
-                                   std::span<const RagPassage> passages, std::string_view question) {
+                                   std::span<const RagPassage> passages,
+                                   std::string_view question) {
     auto chat = ChatFormat::detect(tok);
     if (!chat) return chat.error();
     RagPrompt p;
@@ -63,7 +64,8 @@ Result<RagPrompt> build_rag_prompt(const Tokenizer& tok, std::string_view instru
     for (const RagPassage& ps : passages) {
         std::vector<TokenId> ids;
         ATTNRAG_TRY(append(tok, ids, passage_block_text(ps)));
-        if (ids.empty()) return make_error(Errc::InvalidArgument, "passage '" + ps.id + "' is empty");
+        if (ids.empty())
+            return make_error(Errc::InvalidArgument, "passage '" + ps.id + "' is empty");
         p.passages.push_back(std::move(ids));
     }
     ATTNRAG_TRY(append(tok, p.question, "Question: "));
@@ -82,7 +84,8 @@ struct RagSession::Impl {
 
     Impl(const Model& m, Context c) : model(&m), ctx(std::move(c)) {}
 
-    Result<PassageKvCache*> cache_for(std::string_view instruction, std::span<const TokenId> prefix) {
+    Result<PassageKvCache*> cache_for(std::string_view instruction,
+                                      std::span<const TokenId> prefix) {
         auto it = caches.find(std::string(instruction));
         if (it == caches.end()) {
             auto c = PassageKvCache::create(*model, prefix, store, n_threads);
@@ -98,7 +101,8 @@ RagSession::RagSession(RagSession&&) noexcept = default;
 RagSession& RagSession::operator=(RagSession&&) noexcept = default;
 RagSession::~RagSession() = default;
 
-Result<RagSession> RagSession::create(const Model& model, PassageKvStore* store, int32_t n_threads, int32_t n_ctx) {
+Result<RagSession> RagSession::create(const Model& model, PassageKvStore* store, int32_t n_threads,
+                                      int32_t n_ctx) {
     auto ctx = Context::create(model, {.n_ctx = n_ctx, .n_threads = n_threads});
     if (!ctx) return ctx.error();
     auto impl = std::make_unique<Impl>(model, std::move(ctx).value());
@@ -107,9 +111,12 @@ Result<RagSession> RagSession::create(const Model& model, PassageKvStore* store,
     return RagSession(std::move(impl));
 }
 
-Context& RagSession::context() { return impl_->ctx; }
+Context& RagSession::context() {
+    return impl_->ctx;
+}
 
-Result<int32_t> RagSession::precompute(std::span<const RagPassage> passages, std::string_view instruction) {
+Result<int32_t> RagSession::precompute(std::span<const RagPassage> passages,
+                                       std::string_view instruction) {
     auto prompt = build_rag_prompt(impl_->model->tokenizer(), instruction, passages, "");
     if (!prompt) return prompt.error();
     auto cache = impl_->cache_for(instruction, prompt->prefix);
@@ -128,12 +135,14 @@ Result<int32_t> RagSession::precompute(std::span<const RagPassage> passages, std
     return reused;
 }
 
-Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const RagPassage> passages,
+Result<RagAnswer> RagSession::answer(std::string_view question,
+                                     std::span<const RagPassage> passages,
                                      const RagOptions& options) {
     using clock = std::chrono::steady_clock;
     Impl& s = *impl_;
     if (question.empty()) return make_error(Errc::InvalidArgument, "ask: empty question");
-    if (options.max_answer_tokens < 1) return make_error(Errc::InvalidArgument, "ask: max_answer_tokens must be >= 1");
+    if (options.max_answer_tokens < 1)
+        return make_error(Errc::InvalidArgument, "ask: max_answer_tokens must be >= 1");
     auto prompt = build_rag_prompt(s.model->tokenizer(), options.instruction, passages, question);
     if (!prompt) return prompt.error();
 
@@ -142,9 +151,10 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
     const int64_t budget = int64_t{s.ctx.n_ctx()} - options.max_answer_tokens;
     int64_t total = static_cast<int64_t>(prompt->prefix.size() + prompt->question.size());
     if (total > budget) {
-        return make_error(Errc::OutOfRange, "ask: the question alone (" + std::to_string(total) +
-                                                " tokens with the instruction) leaves no room in the " +
-                                                std::to_string(s.ctx.n_ctx()) + "-token window");
+        return make_error(Errc::OutOfRange,
+                          "ask: the question alone (" + std::to_string(total) +
+                              " tokens with the instruction) leaves no room in the " +
+                              std::to_string(s.ctx.n_ctx()) + "-token window");
     }
     for (size_t i = 0; i < prompt->passages.size(); ++i) {
         const auto n = static_cast<int64_t>(prompt->passages[i].size());
@@ -174,11 +184,14 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
     probed.probe_question_rows = signal.question_rows;
     probed.probe_heads = signal.heads;
     probed.probe_layers = signal.layers;
-    if (signal.all_layers) probed.probe_layers.clear();  // empty = every layer
-    else if (signal.layers.empty()) probed.probe_layers = upper_two_thirds(s.model->hparams().n_layer);
+    if (signal.all_layers)
+        probed.probe_layers.clear();  // empty = every layer
+    else if (signal.layers.empty())
+        probed.probe_layers = upper_two_thirds(s.model->hparams().n_layer);
     std::vector<TokenId> neutral_question;
     if (options.sort_passes > 0 && signal.calibrated) {
-        auto np = build_rag_prompt(s.model->tokenizer(), options.instruction, {}, signal.neutral_question);
+        auto np = build_rag_prompt(s.model->tokenizer(), options.instruction, {},
+                                   signal.neutral_question);
         if (!np) return np.error();
         neutral_question = std::move(np->question);
     }
@@ -198,16 +211,19 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
             req.heads = att.heads;
             req.spans = out.assembled.passages;
             const auto nq = static_cast<int32_t>(neutral_question.size());
-            for (int32_t row = signal.question_rows ? 0 : nq - 1; row < nq; ++row) req.rows.push_back(row);
+            for (int32_t row = signal.question_rows ? 0 : nq - 1; row < nq; ++row)
+                req.rows.push_back(row);
             ProbeResult base;
             s.ctx.truncate(q.begin);
-            ATTNRAG_TRY(s.ctx.eval(neutral_question, {.logits = LogitsMode::None, .probe = &req, .probe_out = &base}));
+            ATTNRAG_TRY(s.ctx.eval(
+                neutral_question, {.logits = LogitsMode::None, .probe = &req, .probe_out = &base}));
             const std::vector<float> b = mean_over_rows(base);
             for (size_t i = 0; i < mass.size(); ++i) mass[i] = mass[i] / std::max(b[i], 1e-9f);
         }
         std::vector<size_t> idx(out.order.size());
         std::iota(idx.begin(), idx.end(), size_t{0});
-        std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mass[a] < mass[b]; });
+        std::stable_sort(idx.begin(), idx.end(),
+                         [&](size_t a, size_t b) { return mass[a] < mass[b]; });
         std::vector<size_t> next;
         for (size_t k : idx) next.push_back(out.order[k]);
         assembled = next == out.order;  // unchanged: the context already holds this prompt ...
@@ -219,7 +235,8 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         out.order = std::move(next);
     }
     if (!assembled) {
-        auto r = assemble(s.ctx, prompt->prefix, ordered(), prompt->question, options.assembly, cache);
+        auto r =
+            assemble(s.ctx, prompt->prefix, ordered(), prompt->question, options.assembly, cache);
         if (!r) return r.error();
         out.assembled = *r;
     }
@@ -240,10 +257,12 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
     // passage spans (mean over the chosen layers, heads and answer rows).
     std::vector<TokenId> answer_tokens = gen->tokens;
     const Tokenizer& tok = s.model->tokenizer();
-    while (!answer_tokens.empty() && tok.is_end_of_generation(answer_tokens.back())) answer_tokens.pop_back();
+    while (!answer_tokens.empty() && tok.is_end_of_generation(answer_tokens.back()))
+        answer_tokens.pop_back();
     if (options.citations && !answer_tokens.empty() && !out.order.empty()) {
         ProbeRequest req;
-        req.layers = options.citation_layers.empty() ? upper_two_thirds(s.model->hparams().n_layer) : options.citation_layers;
+        req.layers = options.citation_layers.empty() ? upper_two_thirds(s.model->hparams().n_layer)
+                                                     : options.citation_layers;
         req.rows.resize(answer_tokens.size());
         std::iota(req.rows.begin(), req.rows.end(), 0);
         req.spans = out.assembled.passages;
@@ -256,7 +275,8 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
             req.rows.resize(tokens.size());
             std::iota(req.rows.begin(), req.rows.end(), 0);
             ProbeResult att;
-            ATTNRAG_TRY(s.ctx.eval(tokens, {.logits = LogitsMode::None, .probe = &req, .probe_out = &att}));
+            ATTNRAG_TRY(
+                s.ctx.eval(tokens, {.logits = LogitsMode::None, .probe = &req, .probe_out = &att}));
             std::vector<double> m(out.order.size(), 0.0);
             for (int32_t li = 0; li < att.n_layers; ++li) {
                 for (int32_t hi = 0; hi < att.n_heads; ++hi) {
@@ -292,8 +312,9 @@ Result<RagAnswer> RagSession::answer(std::string_view question, std::span<const 
         const double sum = std::accumulate(mass.begin(), mass.end(), 0.0);
         for (size_t k = 0; k < out.order.size(); ++k) {
             const RagPassage& p = passages[out.order[k]];
-            out.citations.push_back({out.order[k], p.id, p.document_id, p.chunk_id, p.source, p.source_begin,
-                                     p.source_end, sum > 0 ? static_cast<float>(mass[k] / sum) : 0.0f});
+            out.citations.push_back({out.order[k], p.id, p.document_id, p.chunk_id, p.source,
+                                     p.source_begin, p.source_end,
+                                     sum > 0 ? static_cast<float>(mass[k] / sum) : 0.0f});
         }
         std::stable_sort(out.citations.begin(), out.citations.end(),
                          [](const Citation& a, const Citation& b) { return a.share > b.share; });

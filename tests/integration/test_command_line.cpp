@@ -1,10 +1,8 @@
 // The attnrag command as a user runs it: ingest, search --json, docs, usage errors, exit codes.
 #include <catch2/catch.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "test_support.hpp"
@@ -15,8 +13,12 @@ namespace {
 
 using attnrag::test::CliRun;
 
-fs::path cli() { return attnrag::test::cli_path(); }
-CliRun run(const std::string& args, bool with_stderr = false) { return attnrag::test::run_cli(args, with_stderr); }
+fs::path cli() {
+    return attnrag::test::cli_path();
+}
+CliRun run(const std::string& args, bool with_stderr = false) {
+    return attnrag::test::run_cli(args, with_stderr);
+}
 
 }  // namespace
 
@@ -24,17 +26,22 @@ TEST_CASE("CLI ingest then search --json and docs list", "[cli]") {
     REQUIRE(fs::exists(cli()));
     auto docs = attnrag::test::make_temp_dir("cli_docs");
     auto db = attnrag::test::make_temp_dir("cli_db") / "corpus";
-    std::ofstream(docs / "tides.txt") << "Tides are caused by the gravitational pull of the Moon and the Sun on the oceans.";
-    std::ofstream(docs / "bees.md") << "# Bees\n\nHoneybees communicate the location of flowers with a waggle dance.";
-    const std::string model_dir = (attnrag::test::source_dir() / "models" / "all-MiniLM-L6-v2").string();
+    std::ofstream(docs / "tides.txt")
+        << "Tides are caused by the gravitational pull of the Moon and the Sun on the oceans.";
+    std::ofstream(docs / "bees.md")
+        << "# Bees\n\nHoneybees communicate the location of flowers with a waggle dance.";
+    const std::string model_dir =
+        (attnrag::test::source_dir() / "models" / "all-MiniLM-L6-v2").string();
 
-    auto ingest = run("ingest --json --threads 2 --embedder " + model_dir + " --db " + db.string() + " " + docs.string());
+    auto ingest = run("ingest --json --threads 2 --embedder " + model_dir + " --db " + db.string() +
+                      " " + docs.string());
     REQUIRE(ingest.code == 0);
     auto summary = nlohmann::json::parse(ingest.out);
     CHECK(summary["added"] == 2);
     CHECK(summary["skipped"].empty());
 
-    auto again = run("ingest --json --embedder " + model_dir + " --db " + db.string() + " " + docs.string());
+    auto again =
+        run("ingest --json --embedder " + model_dir + " --db " + db.string() + " " + docs.string());
     REQUIRE(again.code == 0);
     CHECK(nlohmann::json::parse(again.out)["unchanged"] == 2);
 
@@ -97,10 +104,13 @@ TEST_CASE("CLI models by name: attnrag models, --model NAME, clear errors", "[cl
     ::setenv("ATTNRAG_MODELS_DIR", empty.string().c_str(), 1);
     ::setenv("XDG_DATA_HOME", empty.string().c_str(), 1);
     auto missing = run("info --model qwen2.5-1.5b", true);
-    if (!fs::exists("models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf")) {  // cwd's models/ is searched too
+    if (!fs::exists(
+            "models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf")) {  // cwd's models/ is searched too
         CHECK(missing.code == 1);
-        CHECK(missing.out.find("is not installed; looked in " + empty.string()) != std::string::npos);
-        CHECK(missing.out.find("ATTNRAG_MODELS=qwen2.5-1.5b ./scripts/setup.sh") != std::string::npos);
+        CHECK(missing.out.find("is not installed; looked in " + empty.string()) !=
+              std::string::npos);
+        CHECK(missing.out.find("ATTNRAG_MODELS=qwen2.5-1.5b ./scripts/setup.sh") !=
+              std::string::npos);
     }
     ::unsetenv("ATTNRAG_MODELS_DIR");
     ::unsetenv("XDG_DATA_HOME");

@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
-
-#include "guarded_buffer.hpp"
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -20,6 +18,7 @@
 #include "attnrag/kernels/gemm.hpp"
 #include "attnrag/kernels/thread_pool.hpp"
 #include "attnrag/kernels/types.hpp"
+#include "guarded_buffer.hpp"
 
 using namespace attnrag::kernels;
 
@@ -413,8 +412,8 @@ TEST_CASE("gemm_q8: every level against the reference GEMM and per-token matvec"
                                 // implementation, the reference's too (see magnitudes()); so are
                                 // the AVX2 matvec's Q4_0 offsets.
                                 const auto e = static_cast<size_t>(i * n_rows + r);
-                                const bool min_term = t == DType::Q4_1 || t == DType::Q4_K ||
-                                                      t == DType::Q5_K;
+                                const bool min_term =
+                                    t == DType::Q4_1 || t == DType::Q4_K || t == DType::Q5_K;
                                 const double tol = 2e-5 * (min_term ? split[e] : mag[e]) + 1e-6;
                                 const double tol_mv = 2e-5 * split[e] + 1e-6;
                                 if (!(std::fabs(got[at] - want[at]) <= tol) ||

@@ -1,19 +1,19 @@
 // Shared helpers for tests: paths to the real model and the shared data, temp dirs.
 #include "test_support.hpp"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <vector>
-
-#include <catch2/catch.hpp>
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace attnrag::test {
 

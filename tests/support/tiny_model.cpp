@@ -169,7 +169,8 @@ std::vector<uint8_t> quantize_row(DType type, const std::vector<float>& x) {
                 float d = amax / 127.0f;
                 blk.d = kernels::f32_to_f16(d);
                 float id = d > 0 ? 1.0f / d : 0.0f;
-                for (size_t i = 0; i < 32; ++i) blk.qs[i] = static_cast<int8_t>(std::lround(x[b + i] * id));
+                for (size_t i = 0; i < 32; ++i)
+                    blk.qs[i] = static_cast<int8_t>(std::lround(x[b + i] * id));
                 put(&blk, sizeof blk);
             }
             break;
@@ -187,8 +188,10 @@ std::vector<uint8_t> quantize_row(DType type, const std::vector<float>& x) {
                 kernels::BlockQ4_0 blk{};
                 blk.d = kernels::f32_to_f16(d);
                 for (size_t i = 0; i < 16; ++i) {
-                    auto q0 = static_cast<uint8_t>(std::min(15.0f, std::floor(x[b + i] * id + 8.5f)));
-                    auto q1 = static_cast<uint8_t>(std::min(15.0f, std::floor(x[b + i + 16] * id + 8.5f)));
+                    auto q0 =
+                        static_cast<uint8_t>(std::min(15.0f, std::floor(x[b + i] * id + 8.5f)));
+                    auto q1 = static_cast<uint8_t>(
+                        std::min(15.0f, std::floor(x[b + i + 16] * id + 8.5f)));
                     blk.qs[i] = static_cast<uint8_t>(q0 | (q1 << 4));
                 }
                 put(&blk, sizeof blk);
@@ -207,8 +210,10 @@ std::vector<uint8_t> quantize_row(DType type, const std::vector<float>& x) {
                 blk.d = kernels::f32_to_f16(d);
                 blk.m = kernels::f32_to_f16(mn);
                 for (size_t i = 0; i < 16; ++i) {
-                    auto q0 = static_cast<uint8_t>(std::min(15.0f, std::floor((x[b + i] - mn) * id + 0.5f)));
-                    auto q1 = static_cast<uint8_t>(std::min(15.0f, std::floor((x[b + i + 16] - mn) * id + 0.5f)));
+                    auto q0 = static_cast<uint8_t>(
+                        std::min(15.0f, std::floor((x[b + i] - mn) * id + 0.5f)));
+                    auto q1 = static_cast<uint8_t>(
+                        std::min(15.0f, std::floor((x[b + i + 16] - mn) * id + 0.5f)));
                     blk.qs[i] = static_cast<uint8_t>(q0 | (q1 << 4));
                 }
                 put(&blk, sizeof blk);
@@ -255,7 +260,8 @@ std::vector<float> dequantize_row(DType type, const std::vector<uint8_t>& bytes,
             for (size_t b = 0; b < n / 32; ++b) {
                 kernels::BlockQ8_0 blk;
                 std::memcpy(&blk, bytes.data() + b * sizeof blk, sizeof blk);
-                for (size_t i = 0; i < 32; ++i) out[b * 32 + i] = kernels::f16_to_f32(blk.d) * blk.qs[i];
+                for (size_t i = 0; i < 32; ++i)
+                    out[b * 32 + i] = kernels::f16_to_f32(blk.d) * blk.qs[i];
             }
             break;
         case DType::Q4_0:
@@ -292,7 +298,8 @@ std::vector<float> dequantize_row(DType type, const std::vector<uint8_t>& bytes,
                 .dequant[kernels::kernel_type_index(type)](bytes.data(), out.data(),
                                                            static_cast<int64_t>(n));
             break;
-        default: throw std::runtime_error("dequantize_row: type not supported by the test quantizer");
+        default:
+            throw std::runtime_error("dequantize_row: type not supported by the test quantizer");
     }
     return out;
 }
@@ -368,7 +375,8 @@ TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path)
             bytes.insert(bytes.end(), q.begin(), q.end());
             back.insert(back.end(), dq.begin(), dq.end());
         }
-        std::vector<int64_t> shape = rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
+        std::vector<int64_t> shape =
+            rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
         auto st = gw.add_tensor(name, shape, type, bytes);
         if (!st) throw std::runtime_error(st.error().message);
         return back;
@@ -433,7 +441,9 @@ std::vector<std::vector<double>> reference_forward(const TinyModelSpec& spec, co
         Vec y(static_cast<size_t>(rows));
         for (int r = 0; r < rows; ++r) {
             double acc = 0;
-            for (int c = 0; c < cols; ++c) acc += static_cast<double>(W[static_cast<size_t>(r) * cols + c]) * x[static_cast<size_t>(c)];
+            for (int c = 0; c < cols; ++c)
+                acc += static_cast<double>(W[static_cast<size_t>(r) * cols + c]) *
+                       x[static_cast<size_t>(c)];
             y[static_cast<size_t>(r)] = acc;
         }
         return y;
@@ -472,7 +482,8 @@ std::vector<std::vector<double>> reference_forward(const TinyModelSpec& spec, co
     }
     if (opt.probs) {
         opt.probs->assign(w.layers.size(), std::vector<std::vector<std::vector<double>>>(
-                                               static_cast<size_t>(spec.n_head), std::vector<std::vector<double>>(n)));
+                                               static_cast<size_t>(spec.n_head),
+                                               std::vector<std::vector<double>>(n)));
     }
     for (size_t layer_index = 0; layer_index < w.layers.size(); ++layer_index) {
         const auto& L = w.layers[layer_index];
@@ -501,7 +512,9 @@ std::vector<std::vector<double>> reference_forward(const TinyModelSpec& spec, co
                 std::vector<bool> seen(t + 1), local(t + 1);
                 for (size_t j = 0; j <= t; ++j) {
                     double acc = 0;
-                    for (int i = 0; i < hd; ++i) acc += q[t][static_cast<size_t>(h * hd + i)] * k[j][static_cast<size_t>(g * hd + i)];
+                    for (int i = 0; i < hd; ++i)
+                        acc += q[t][static_cast<size_t>(h * hd + i)] *
+                               k[j][static_cast<size_t>(g * hd + i)];
                     logit[j] = acc / std::sqrt(static_cast<double>(hd));
                     seen[j] = !opt.visible || opt.visible(t, j);
                     local[j] = seen[j] && opt.ape_local && opt.ape_local(t, j);
@@ -523,20 +536,25 @@ std::vector<std::vector<double>> reference_forward(const TinyModelSpec& spec, co
                 };
                 const double lse_local = lse_of(true, opt.ape_temperature);
                 const double lse_other = lse_of(false, 1.0);
-                const double w_local = lse_local < -1e299 ? -1e300 : opt.ape_scale * opt.ape_temperature * lse_local;
+                const double w_local =
+                    lse_local < -1e299 ? -1e300 : opt.ape_scale * opt.ape_temperature * lse_local;
                 const double top = std::max(w_local, lse_other);
-                const double total = top + std::log(std::exp(w_local - top) + std::exp(lse_other - top));
+                const double total =
+                    top + std::log(std::exp(w_local - top) + std::exp(lse_other - top));
                 for (size_t j = 0; j <= t; ++j) {
                     if (!seen[j]) continue;
                     if (local[j]) {
-                        p[j] = std::exp(logit[j] / opt.ape_temperature - lse_local + w_local - total);
+                        p[j] =
+                            std::exp(logit[j] / opt.ape_temperature - lse_local + w_local - total);
                     } else {
                         p[j] = std::exp(logit[j] - lse_other + lse_other - total);
                     }
                 }
                 if (opt.probs) (*opt.probs)[layer_index][static_cast<size_t>(h)][t] = p;
                 for (size_t j = 0; j <= t; ++j) {
-                    for (int i = 0; i < hd; ++i) attn[static_cast<size_t>(h * hd + i)] += p[j] * v[j][static_cast<size_t>(g * hd + i)];
+                    for (int i = 0; i < hd; ++i)
+                        attn[static_cast<size_t>(h * hd + i)] +=
+                            p[j] * v[j][static_cast<size_t>(g * hd + i)];
                 }
             }
             Vec o = matvec(L.wo, attn, d, d);
@@ -551,7 +569,8 @@ std::vector<std::vector<double>> reference_forward(const TinyModelSpec& spec, co
         }
     }
     std::vector<Vec> logits(n);
-    for (size_t t = 0; t < n; ++t) logits[t] = matvec(w.output, rmsnorm(x[t], w.output_norm), w.n_vocab, d);
+    for (size_t t = 0; t < n; ++t)
+        logits[t] = matvec(w.output, rmsnorm(x[t], w.output_norm), w.n_vocab, d);
     return logits;
 }
 

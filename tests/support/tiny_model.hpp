@@ -21,7 +21,7 @@ struct TinyModelSpec {
     int n_ctx = 256;
     float rope_base = 10000.0f;
     float rms_eps = 1e-5f;
-    bool tied = true;  // no output.weight
+    bool tied = true;                                  // no output.weight
     kernels::DType matrix_type = kernels::DType::F32;  // layer matrices and output
     kernels::DType embd_type = kernels::DType::F32;
     uint32_t seed = 1;
@@ -56,8 +56,9 @@ std::vector<std::vector<double>> reference_logits(const TinyModelSpec& spec, con
 // Reference forward with attention options: a visibility rule (masks), APE-style merging, and
 // the attention probabilities of every layer, head, row and key [layer][head][row][key <= row].
 struct ReferenceOptions {
-    std::function<bool(size_t q, size_t k)> visible = {};    // empty = every earlier key
-    std::function<bool(size_t q, size_t k)> ape_local = {};  // keys in the tempered partial attention
+    std::function<bool(size_t q, size_t k)> visible = {};  // empty = every earlier key
+    std::function<bool(size_t q, size_t k)> ape_local =
+        {};  // keys in the tempered partial attention
     double ape_temperature = 1.0, ape_scale = 1.0;
     std::vector<std::vector<std::vector<std::vector<double>>>>* probs = nullptr;
 };

@@ -1,7 +1,6 @@
 // Forward pass of the engine against a naive double-precision reference on tiny random models.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -24,7 +23,8 @@ using test::load_tiny;
 using test::rel_err;
 using test::some_tokens;
 
-void check_against_reference(const test::TinyModelSpec& spec, double prefill_tol, double decode_tol) {
+void check_against_reference(const test::TinyModelSpec& spec, double prefill_tol,
+                             double decode_tol) {
     test::LoadedTiny L = load_tiny(spec);
     const int n_vocab = L.weights.n_vocab;
     REQUIRE(L.model.hparams().n_vocab == n_vocab);
@@ -121,7 +121,9 @@ TEST_CASE("tiny qwen2 (biases, neox rope, MHA) matches the reference", "[forward
     check_against_reference(spec, 1e-4, 1e-4);
 }
 
-TEST_CASE("tiny llama Q4_1/Q4_0/Q8_0: batched and decode paths within activation quantization error", "[forward]") {
+TEST_CASE(
+    "tiny llama Q4_1/Q4_0/Q8_0: batched and decode paths within activation quantization error",
+    "[forward]") {
     for (DType t : {DType::Q4_1, DType::Q4_0, DType::Q8_0}) {
         test::TinyModelSpec spec;
         spec.matrix_type = t;

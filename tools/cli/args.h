@@ -15,7 +15,7 @@ struct OptionSpec {
 };
 
 class Args {
-   public:
+ public:
     // Parses argv (after the subcommand). Unknown options or missing values -> error().
     Args(int argc, char** argv, const std::vector<OptionSpec>& specs);
 
@@ -30,7 +30,7 @@ class Args {
     double get_double(const std::string& name, double fallback);
     const std::vector<std::string>& positional() const { return positional_; }
 
-   private:
+ private:
     std::map<std::string, std::string> values_;
     std::vector<std::string> positional_;
     std::string error_;

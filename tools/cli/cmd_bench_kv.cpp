@@ -1,15 +1,14 @@
 // attnrag bench kv: time to first token for prefix + n passages + question, full prefill versus
 // passage KV spliced from memory or disk, and the repair variants.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <tuple>
-
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
 
 #include "args.h"
 #include "attnrag/context.hpp"
@@ -52,11 +51,14 @@ double median(std::vector<double> v) {
 
 int cmd_bench_kv(int argc, char** argv) {
     const std::vector<OptionSpec> specs = {
-        {"passages", true, "passage counts (default 5,10,20,40; rows that exceed the window are skipped)"},
+        {"passages", true,
+         "passage counts (default 5,10,20,40; rows that exceed the window are skipped)"},
         {"passage-tokens", true, "tokens per passage (default 200)"},
         {"question-tokens", true, "tokens in the question block (default 30)"},
-        {"text", true, "text to cut passages from (default ../shared/data/niah/tinyshakespeare/input.txt)"},
-        {"reps", true, "repetitions of each spliced measurement; the median is reported (default 3)"},
+        {"text", true,
+         "text to cut passages from (default ../shared/data/niah/tinyshakespeare/input.txt)"},
+        {"reps", true,
+         "repetitions of each spliced measurement; the median is reported (default 3)"},
         {"file-type", true, "f16 | q8 for the disk tier (default f16)"},
         {"dir", true, "scratch directory for the disk tier (default: a temporary one, removed)"},
         {"json", false, "print one JSON object"},
@@ -66,7 +68,8 @@ int cmd_bench_kv(int argc, char** argv) {
     };
     Args args(argc, argv, specs);
     if (args.flag("help")) {
-        std::printf("%s", usage_text("bench kv", "[--passages 5,10,20,40] [--json]", specs).c_str());
+        std::printf("%s",
+                    usage_text("bench kv", "[--passages 5,10,20,40] [--json]", specs).c_str());
         return 0;
     }
     const auto counts = parse_list(args.get_or("passages", "5,10,20,40"));
@@ -77,9 +80,11 @@ int cmd_bench_kv(int argc, char** argv) {
     const std::string file_type_name = args.get_or("file-type", "f16");
     if (!args.ok()) return fail_usage("bench kv", args.error());
     if (counts.empty() || passage_tokens < 1 || question_tokens < 1 || reps < 1) {
-        return fail_usage("bench kv", "--passages needs a list of counts; sizes and --reps must be >= 1");
+        return fail_usage("bench kv",
+                          "--passages needs a list of counts; sizes and --reps must be >= 1");
     }
-    if (file_type_name != "f16" && file_type_name != "q8") return fail_usage("bench kv", "--file-type is f16 or q8");
+    if (file_type_name != "f16" && file_type_name != "q8")
+        return fail_usage("bench kv", "--file-type is f16 or q8");
     const bool json = args.flag("json");
 
     auto model = load_model_from(args, "bench kv");
@@ -93,8 +98,10 @@ int cmd_bench_kv(int argc, char** argv) {
     auto ids = tok.encode(text->text, false);
     if (!ids) return fail("bench kv", ids.error().message);
     const int max_n = *std::max_element(counts.begin(), counts.end());
-    if (ids->size() < static_cast<size_t>(max_n) * static_cast<size_t>(passage_tokens) + static_cast<size_t>(question_tokens)) {
-        return fail("bench kv", text_path.string() + " is too short for " + std::to_string(max_n) + " passages");
+    if (ids->size() < static_cast<size_t>(max_n) * static_cast<size_t>(passage_tokens) +
+                          static_cast<size_t>(question_tokens)) {
+        return fail("bench kv", text_path.string() + " is too short for " + std::to_string(max_n) +
+                                    " passages");
     }
     std::vector<std::vector<TokenId>> passages;
     for (int i = 0; i < max_n; ++i) {
@@ -115,8 +122,9 @@ int cmd_bench_kv(int argc, char** argv) {
 
     // Stores: memory only, and disk (files + catalogue) in a scratch directory.
     const bool own_dir = !args.get("dir");
-    const fs::path dir = own_dir ? fs::temp_directory_path() / ("attnrag-bench-kv-" + std::to_string(::getpid()))
-                                 : fs::path(*args.get("dir"));
+    const fs::path dir =
+        own_dir ? fs::temp_directory_path() / ("attnrag-bench-kv-" + std::to_string(::getpid()))
+                : fs::path(*args.get("dir"));
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) return fail("bench kv", "cannot create " + dir.string() + ": " + ec.message());
@@ -149,8 +157,11 @@ int cmd_bench_kv(int argc, char** argv) {
     auto ctx = Context::create(*model, {.n_ctx = 0, .n_threads = threads});
     if (!ctx) return fail("bench kv", ctx.error().message);
 
-    // Encode every passage once into both stores (not timed: this is what ingest --precompute-kv does).
-    if (!json) std::fprintf(stderr, "bench kv: encoding %d passages of %d tokens...\n", max_n, passage_tokens);
+    // Encode every passage once into both stores (not timed: this is what ingest --precompute-kv
+    // does).
+    if (!json)
+        std::fprintf(stderr, "bench kv: encoding %d passages of %d tokens...\n", max_n,
+                     passage_tokens);
     for (const auto& p : passages) {
         for (auto* c : {&*mem_cache, &*disk_cache}) {
             if (auto kv = c->passage_state(p); !kv) return fail("bench kv", kv.error().message);
@@ -172,18 +183,27 @@ int cmd_bench_kv(int argc, char** argv) {
     };
 
     nlohmann::json rows = nlohmann::json::array();
-    const size_t bytes_per_token = static_cast<size_t>(model->hparams().n_layer) * 2 *
-                                   static_cast<size_t>(model->hparams().n_head_kv * model->hparams().head_dim);
+    const size_t bytes_per_token =
+        static_cast<size_t>(model->hparams().n_layer) * 2 *
+        static_cast<size_t>(model->hparams().n_head_kv * model->hparams().head_dim);
     if (!json) {
-        std::printf("bench kv: %s, %d threads, passages of %d tokens, question %d tokens, prefix %zu tokens\n",
-                    model->path().c_str(), ctx->pool().n_threads(), passage_tokens, question_tokens, prefix->size());
-        std::printf("%4s %7s %10s %10s %16s %10s %10s %12s %12s %8s\n", "n", "tokens", "full ms", "mem ms",
-                    "(splice+quest.)", "disk ms", "ape ms", "recomp4 ms", "recomp16% ms", "speedup");
+        std::printf(
+            "bench kv: %s, %d threads, passages of %d tokens, question %d tokens, prefix %zu "
+            "tokens\n",
+            model->path().c_str(), ctx->pool().n_threads(), passage_tokens, question_tokens,
+            prefix->size());
+        std::printf("%4s %7s %10s %10s %16s %10s %10s %12s %12s %8s\n", "n", "tokens", "full ms",
+                    "mem ms", "(splice+quest.)", "disk ms", "ape ms", "recomp4 ms", "recomp16% ms",
+                    "speedup");
     }
     for (int n : counts) {
-        const size_t total = prefix->size() + static_cast<size_t>(n) * static_cast<size_t>(passage_tokens) + question.size();
+        const size_t total = prefix->size() +
+                             static_cast<size_t>(n) * static_cast<size_t>(passage_tokens) +
+                             question.size();
         if (total > static_cast<size_t>(ctx->n_ctx())) {
-            if (!json) std::printf("%4d %7zu  (exceeds the %d-token window: skipped)\n", n, total, ctx->n_ctx());
+            if (!json)
+                std::printf("%4d %7zu  (exceeds the %d-token window: skipped)\n", n, total,
+                            ctx->n_ctx());
             continue;
         }
         std::span<const std::vector<TokenId>> ps(passages.data(), static_cast<size_t>(n));
@@ -204,7 +224,8 @@ int cmd_bench_kv(int argc, char** argv) {
             mem_question.push_back(last.question_ms);
             for (auto [vec, opts, cache, cold] :
                  {std::tuple{&disk, &blocks, &*disk_cache, true},
-                  std::tuple{&t_ape, &ape, &*mem_cache, false}, std::tuple{&t_first, &first, &*mem_cache, false},
+                  std::tuple{&t_ape, &ape, &*mem_cache, false},
+                  std::tuple{&t_first, &first, &*mem_cache, false},
                   std::tuple{&t_drift, &drift, &*mem_cache, false}}) {
                 auto t = ttft(ps, *opts, cache, cold);
                 if (!t) return fail("bench kv", t.error().message);
@@ -228,9 +249,10 @@ int cmd_bench_kv(int argc, char** argv) {
         };
         rows.push_back(row);
         if (!json) {
-            std::printf("%4d %7zu %10.1f %10.1f %7.1f + %6.1f %10.1f %10.1f %12.1f %12.1f %7.1fx\n", n, total, *t_full,
-                        median(mem), median(mem_splice), median(mem_question), median(disk), median(t_ape),
-                        median(t_first), median(t_drift), *t_full / median(mem));
+            std::printf("%4d %7zu %10.1f %10.1f %7.1f + %6.1f %10.1f %10.1f %12.1f %12.1f %7.1fx\n",
+                        n, total, *t_full, median(mem), median(mem_splice), median(mem_question),
+                        median(disk), median(t_ape), median(t_first), median(t_drift),
+                        *t_full / median(mem));
             std::fflush(stdout);
         }
     }

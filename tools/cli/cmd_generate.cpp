@@ -99,18 +99,22 @@ int cmd_generate(int argc, char** argv) {
     auto res = generate(*ctx, *prompt, gp);
     if (!res) return fail("generate", res.error().message);
     const int32_t n_gen = static_cast<int32_t>(res->tokens.size());
-    const double decode_tok_s = n_gen > 1 && res->decode_ms > 0 ? (n_gen - 1) * 1000.0 / res->decode_ms : 0;
+    const double decode_tok_s =
+        n_gen > 1 && res->decode_ms > 0 ? (n_gen - 1) * 1000.0 / res->decode_ms : 0;
     if (json) {
-        std::printf("{\"text\": %s, \"n_prompt\": %d, \"n_generated\": %d, \"stop_reason\": \"%s\", "
-                    "\"prefill_ms\": %.2f, \"decode_tok_s\": %.2f, \"peak_rss_mib\": %.1f}\n",
-                    json_string(res->text).c_str(), res->n_prompt, n_gen, stop_reason_name(res->stop_reason),
-                    res->prefill_ms, decode_tok_s, peak_rss_mib());
+        std::printf(
+            "{\"text\": %s, \"n_prompt\": %d, \"n_generated\": %d, \"stop_reason\": \"%s\", "
+            "\"prefill_ms\": %.2f, \"decode_tok_s\": %.2f, \"peak_rss_mib\": %.1f}\n",
+            json_string(res->text).c_str(), res->n_prompt, n_gen,
+            stop_reason_name(res->stop_reason), res->prefill_ms, decode_tok_s, peak_rss_mib());
     } else {
         std::printf("\n");
         std::fflush(stdout);
-        std::fprintf(stderr, "[%d prompt tokens in %.1f ms, %d generated at %.1f tok/s, stop: %s, peak RSS %.0f MiB]\n",
-                     res->n_prompt, res->prefill_ms, n_gen, decode_tok_s, stop_reason_name(res->stop_reason),
-                     peak_rss_mib());
+        std::fprintf(stderr,
+                     "[%d prompt tokens in %.1f ms, %d generated at %.1f tok/s, stop: %s, peak RSS "
+                     "%.0f MiB]\n",
+                     res->n_prompt, res->prefill_ms, n_gen, decode_tok_s,
+                     stop_reason_name(res->stop_reason), peak_rss_mib());
     }
     return 0;
 }

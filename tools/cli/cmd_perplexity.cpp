@@ -34,7 +34,8 @@ int cmd_perplexity(int argc, char** argv) {
     if (!args.ok()) return fail_usage("perplexity", args.error());
     auto path = args.get("file");
     if (!path) return fail_usage("perplexity", "--file is required");
-    if (n_ctx < 2 || chunks < 0 || threads < 0) return fail_usage("perplexity", "--ctx must be >= 2, --chunks and --threads >= 0");
+    if (n_ctx < 2 || chunks < 0 || threads < 0)
+        return fail_usage("perplexity", "--ctx must be >= 2, --chunks and --threads >= 0");
 
     std::ifstream in(*path, std::ios::binary);
     if (!in) return fail("perplexity", "cannot open " + *path);
@@ -65,10 +66,11 @@ int cmd_perplexity(int argc, char** argv) {
     if (!json) std::fprintf(stderr, "\n");
     if (!r) return fail("perplexity", r.error().message);
     if (json) {
-        std::printf("{\"perplexity\": %.4f, \"mean_nll\": %.6f, \"n_scored\": %lld, \"n_windows\": %d, "
-                    "\"n_tokens_file\": %zu, \"ctx\": %d, \"scored\": \"%s\"}\n",
-                    r->perplexity, r->mean_nll, static_cast<long long>(r->n_scored), r->n_windows,
-                    tokens->size(), n_ctx, second_half ? "second half" : "all");
+        std::printf(
+            "{\"perplexity\": %.4f, \"mean_nll\": %.6f, \"n_scored\": %lld, \"n_windows\": %d, "
+            "\"n_tokens_file\": %zu, \"ctx\": %d, \"scored\": \"%s\"}\n",
+            r->perplexity, r->mean_nll, static_cast<long long>(r->n_scored), r->n_windows,
+            tokens->size(), n_ctx, second_half ? "second half" : "all");
     } else {
         std::printf("perplexity: %.4f\n", r->perplexity);
         std::printf("tokens scored: %lld in %d window(s) of %d (file has %zu tokens)\n",

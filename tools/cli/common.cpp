@@ -16,7 +16,8 @@ Result<Model> load_model_from(const Args& args, const std::string& command) {
     if (auto given = args.get("model")) {
         auto resolved = resolve_model(*given);
         if (!resolved) {
-            std::fprintf(stderr, "attnrag %s: %s\n", command.c_str(), resolved.error().message.c_str());
+            std::fprintf(stderr, "attnrag %s: %s\n", command.c_str(),
+                         resolved.error().message.c_str());
             return resolved.error();
         }
         path = *resolved;
@@ -26,7 +27,8 @@ Result<Model> load_model_from(const Args& args, const std::string& command) {
         std::fprintf(stderr, "attnrag %s: cannot load model: %s\n", command.c_str(),
                      model.error().message.c_str());
         if (model.error().code == Errc::NotFound || model.error().code == Errc::Io) {
-            std::fprintf(stderr, "  (run ./scripts/setup.sh to fetch the default model, or pass --model)\n");
+            std::fprintf(
+                stderr, "  (run ./scripts/setup.sh to fetch the default model, or pass --model)\n");
         }
     }
     return model;
@@ -68,7 +70,8 @@ std::string output_path_problem(const std::string& path, bool appends) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) return path + ": is a directory";
     if (appends && fs::exists(path, ec)) {
-        if (::access(path.c_str(), W_OK) != 0) return path + ": cannot write (" + std::strerror(errno) + ")";
+        if (::access(path.c_str(), W_OK) != 0)
+            return path + ": cannot write (" + std::strerror(errno) + ")";
         return {};
     }
     fs::path dir = fs::path(path).parent_path();

@@ -81,7 +81,8 @@ struct ProbeResult {
 
     size_t index(int32_t li, int32_t hi, int32_t ri) const {
         return (static_cast<size_t>(li) * static_cast<size_t>(n_heads) + static_cast<size_t>(hi)) *
-                   static_cast<size_t>(n_rows) + static_cast<size_t>(ri);
+                   static_cast<size_t>(n_rows) +
+               static_cast<size_t>(ri);
     }
     // li, hi, ri index the resolved lists (not layer or head numbers).
     float span_mass(int32_t li, int32_t hi, int32_t ri, int32_t span) const {
@@ -118,7 +119,7 @@ struct RecomputeOptions {
 // Borrows the Model, which must outlive it. Memory: the KV cache is reserved for n_ctx tokens
 // but only touched pages are resident.
 class Context {
-   public:
+ public:
     static Result<Context> create(const Model& model, const ContextParams& params = {});
 
     Context(Context&&) noexcept;
@@ -177,7 +178,7 @@ class Context {
     Backend backend() const;
     std::string backend_description() const;
 
-   private:
+ private:
     struct Impl;
     explicit Context(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;

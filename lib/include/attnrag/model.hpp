@@ -27,7 +27,7 @@ struct ModelHParams {
     int32_t n_head_kv = 0;
     int32_t head_dim = 0;  // n_embd / n_head
     int32_t n_ff = 0;
-    int32_t n_rot = 0;     // rotary dimensions per head
+    int32_t n_rot = 0;  // rotary dimensions per head
     float rope_base = 10000.0f;
     float rms_eps = 1e-5f;
     kernels::RopeStyle rope_style = kernels::RopeStyle::Interleaved;
@@ -36,9 +36,10 @@ struct ModelHParams {
 
 struct LayerWeights {
     const float* attn_norm = nullptr;  // [n_embd]
-    kernels::WeightView wq, wk, wv, wo;  // wq [n_head*head_dim][n_embd], wk/wv [n_head_kv*head_dim][n_embd]
-    const float* bq = nullptr;         // qwen2 only: [n_head*head_dim]
-    const float* bk = nullptr;         // [n_head_kv*head_dim]
+    kernels::WeightView wq, wk, wv,
+        wo;                     // wq [n_head*head_dim][n_embd], wk/wv [n_head_kv*head_dim][n_embd]
+    const float* bq = nullptr;  // qwen2 only: [n_head*head_dim]
+    const float* bk = nullptr;  // [n_head_kv*head_dim]
     const float* bv = nullptr;
     const float* ffn_norm = nullptr;   // [n_embd]
     kernels::WeightView w_gate, w_up;  // [n_ff][n_embd]
@@ -48,7 +49,7 @@ struct LayerWeights {
 // Immutable after load; safe to share between threads and contexts. Weights stay quantized in
 // the read-only file mapping.
 class Model {
-   public:
+ public:
     // Loads and validates a llama/qwen2 GGUF; errors name the file and the tensor or key.
     static Result<Model> load(const std::string& path);
 
@@ -74,11 +75,10 @@ class Model {
     // without the LM head (a prefill computes logits only for its last token).
     uint64_t matmul_macs_per_token(bool with_lm_head = true) const;
 
-   private:
+ private:
     struct Impl;
     explicit Model(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
-
 
 }  // namespace attnrag

@@ -23,23 +23,23 @@ struct ChatMessage {
 // What a Tokenizer is built from: the tokenizer.* GGUF keys, for callers (tools, tests) that
 // have a vocabulary without a GGUF file. Errors from from_vocab name the matching GGUF key.
 struct TokenizerVocab {
-    std::string model = "gpt2";          // tokenizer.ggml.model; only "gpt2" is supported
-    std::string pre = "default";         // tokenizer.ggml.pre
-    std::vector<std::string> tokens;     // tokenizer.ggml.tokens, in the byte-level alphabet
-    std::vector<int32_t> token_types;    // tokenizer.ggml.token_type; empty: all normal (1)
-    std::vector<std::string> merges;     // tokenizer.ggml.merges: "left right", by rank
-    TokenId bos_id = -1;                 // tokenizer.ggml.bos_token_id; -1: none
-    TokenId eos_id = -1;                 // tokenizer.ggml.eos_token_id
-    TokenId unknown_id = -1;             // tokenizer.ggml.unknown_token_id
-    TokenId padding_id = -1;             // tokenizer.ggml.padding_token_id
-    std::string chat_template;           // tokenizer.chat_template; may be empty
+    std::string model = "gpt2";        // tokenizer.ggml.model; only "gpt2" is supported
+    std::string pre = "default";       // tokenizer.ggml.pre
+    std::vector<std::string> tokens;   // tokenizer.ggml.tokens, in the byte-level alphabet
+    std::vector<int32_t> token_types;  // tokenizer.ggml.token_type; empty: all normal (1)
+    std::vector<std::string> merges;   // tokenizer.ggml.merges: "left right", by rank
+    TokenId bos_id = -1;               // tokenizer.ggml.bos_token_id; -1: none
+    TokenId eos_id = -1;               // tokenizer.ggml.eos_token_id
+    TokenId unknown_id = -1;           // tokenizer.ggml.unknown_token_id
+    TokenId padding_id = -1;           // tokenizer.ggml.padding_token_id
+    std::string chat_template;         // tokenizer.chat_template; may be empty
     // Names the model in messages: general.name, else the file name (from_gguf); may be empty.
     std::string model_name;
 };
 
 // Immutable after construction; safe to share between threads.
 class Tokenizer {
-   public:
+ public:
     // Reads tokenizer.ggml.{model,pre,tokens,token_type,merges,*_token_id}. Supports model
     // "gpt2" (byte-level BPE) with the pre-tokenizers of the llama/qwen2 families
     // (smollm, gpt2, llama-bpe, qwen2, ...); anything else is Unsupported.
@@ -95,7 +95,7 @@ class Tokenizer {
                                              bool add_generation_prompt = true,
                                              bool template_default_system = false) const;
 
-   private:
+ private:
     struct Impl;
     explicit Tokenizer(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;

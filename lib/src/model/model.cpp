@@ -24,13 +24,15 @@ struct Model::Impl {
 namespace {
 
 class Loader {
-   public:
+ public:
     Loader(const GgufFile& f, std::string prefix) : f_(f), prefix_(std::move(prefix)) {}
 
     Result<int64_t> int_key(const std::string& key, bool required, int64_t fallback) const {
         std::string full = prefix_ + "." + key;
         if (!f_.has(full)) {
-            if (required) return make_error(Errc::Corrupt, f_.path() + ": missing metadata key '" + full + "'");
+            if (required)
+                return make_error(Errc::Corrupt,
+                                  f_.path() + ": missing metadata key '" + full + "'");
             return fallback;
         }
         return f_.get_int(full);
@@ -42,7 +44,8 @@ class Loader {
     }
 
     // A tensor with exactly this shape (ggml order) and any supported type.
-    Result<kernels::WeightView> matrix(const std::string& name, int64_t n_cols, int64_t n_rows) const {
+    Result<kernels::WeightView> matrix(const std::string& name, int64_t n_cols,
+                                       int64_t n_rows) const {
         const GgufTensorInfo* t = f_.find_tensor(name);
         if (!t) return make_error(Errc::Corrupt, f_.path() + ": missing tensor '" + name + "'");
         if (t->shape.size() != 2 || t->shape[0] != n_cols || t->shape[1] != n_rows) {
@@ -52,8 +55,9 @@ class Loader {
                                                  std::to_string(n_rows) + "]");
         }
         if (kernels::kernel_type_index(t->type) < 0) {
-            return make_error(Errc::Unsupported, f_.path() + ": tensor '" + name + "' has unsupported type " +
-                                                     std::to_string(static_cast<uint32_t>(t->type)));
+            return make_error(Errc::Unsupported,
+                              f_.path() + ": tensor '" + name + "' has unsupported type " +
+                                  std::to_string(static_cast<uint32_t>(t->type)));
         }
         kernels::WeightView v;
         v.data = f_.tensor_data(*t);
@@ -72,10 +76,10 @@ class Loader {
             return make_error(Errc::Corrupt, f_.path() + ": missing tensor '" + name + "'");
         }
         if (t->type != kernels::DType::F32 || t->n_elements != n) {
-            return make_error(Errc::Unsupported, f_.path() + ": tensor '" + name + "' must be F32 with " +
-                                                     std::to_string(n) + " elements, found " +
-                                                     shape_str(t->shape) + " of type " +
-                                                     std::to_string(static_cast<uint32_t>(t->type)));
+            return make_error(Errc::Unsupported,
+                              f_.path() + ": tensor '" + name + "' must be F32 with " +
+                                  std::to_string(n) + " elements, found " + shape_str(t->shape) +
+                                  " of type " + std::to_string(static_cast<uint32_t>(t->type)));
         }
         return reinterpret_cast<const float*>(f_.tensor_data(*t));
     }
@@ -86,7 +90,7 @@ class Loader {
         return out + "]";
     }
 
-   private:
+ private:
     const GgufFile& f_;
     std::string prefix_;
 };
@@ -122,8 +126,9 @@ std::string compute_fingerprint(const GgufFile& f) {
 
 Status check_positive(const std::string& path, const char* what, int64_t v, int64_t max) {
     if (v <= 0 || v > max) {
-        return make_error(Errc::Corrupt, path + ": hyperparameter " + what + " = " + std::to_string(v) +
-                                             " is outside (0, " + std::to_string(max) + "]");
+        return make_error(Errc::Corrupt, path + ": hyperparameter " + what + " = " +
+                                             std::to_string(v) + " is outside (0, " +
+                                             std::to_string(max) + "]");
     }
     return {};
 }
@@ -151,8 +156,8 @@ Result<Model> Model::load(const std::string& path) {
         hp.arch = Arch::Qwen2;
         hp.rope_style = kernels::RopeStyle::Neox;
     } else {
-        return make_error(Errc::Unsupported, path + ": architecture '" + *arch +
-                                                 "' is not supported (llama, qwen2)");
+        return make_error(Errc::Unsupported,
+                          path + ": architecture '" + *arch + "' is not supported (llama, qwen2)");
     }
 
     Loader ld(f, *arch);
@@ -187,12 +192,14 @@ Result<Model> Model::load(const std::string& path) {
     ATTNRAG_TRY(get_i32("attention.key_length", false, hp.n_embd / hp.n_head, key_length));
     hp.head_dim = key_length;
     if (hp.head_dim != hp.n_embd / hp.n_head || hp.head_dim % 2 != 0) {
-        return make_error(Errc::Unsupported, path + ": head dimension " + std::to_string(hp.head_dim) +
-                                                 " (must be even and equal embedding_length/head_count)");
+        return make_error(Errc::Unsupported,
+                          path + ": head dimension " + std::to_string(hp.head_dim) +
+                              " (must be even and equal embedding_length/head_count)");
     }
     ATTNRAG_TRY(get_i32("rope.dimension_count", false, hp.head_dim, hp.n_rot));
     if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0) {
-        return make_error(Errc::Corrupt, path + ": rope.dimension_count " + std::to_string(hp.n_rot) +
+        return make_error(Errc::Corrupt, path + ": rope.dimension_count " +
+                                             std::to_string(hp.n_rot) +
                                              " must be even and at most the head dimension");
     }
     auto base = ld.float_key("rope.freq_base", 10000.0);
@@ -200,14 +207,16 @@ Result<Model> Model::load(const std::string& path) {
     auto eps = ld.float_key("attention.layer_norm_rms_epsilon", 1e-5);
     if (!eps) return eps.error();
     if (!(*base > 0) || !(*eps > 0) || *eps > 1) {
-        return make_error(Errc::Corrupt, path + ": rope.freq_base or layer_norm_rms_epsilon out of range");
+        return make_error(Errc::Corrupt,
+                          path + ": rope.freq_base or layer_norm_rms_epsilon out of range");
     }
     hp.rope_base = static_cast<float>(*base);
     hp.rms_eps = static_cast<float>(*eps);
 
     const GgufTensorInfo* te = f.find_tensor("token_embd.weight");
     if (!te || te->shape.size() != 2) {
-        return make_error(Errc::Corrupt, path + ": missing or malformed tensor 'token_embd.weight'");
+        return make_error(Errc::Corrupt,
+                          path + ": missing or malformed tensor 'token_embd.weight'");
     }
     if (te->shape[1] > INT32_MAX) return make_error(Errc::Corrupt, path + ": vocabulary too large");
     hp.n_vocab = static_cast<int32_t>(te->shape[1]);
@@ -218,7 +227,8 @@ Result<Model> Model::load(const std::string& path) {
     auto tok = Tokenizer::from_gguf(g);
     if (!tok) return tok.error();
     if (tok->n_vocab() != hp.n_vocab) {
-        return make_error(Errc::Corrupt, path + ": tokenizer has " + std::to_string(tok->n_vocab()) +
+        return make_error(Errc::Corrupt, path + ": tokenizer has " +
+                                             std::to_string(tok->n_vocab()) +
                                              " tokens but token_embd.weight has " +
                                              std::to_string(hp.n_vocab) + " rows");
     }
@@ -252,7 +262,8 @@ Result<Model> Model::load(const std::string& path) {
             out = *r;
             return {};
         };
-        auto mat = [&](const char* n, int64_t cols, int64_t rows, kernels::WeightView& out) -> Status {
+        auto mat = [&](const char* n, int64_t cols, int64_t rows,
+                       kernels::WeightView& out) -> Status {
             auto r = lg.matrix(p + n, cols, rows);
             if (!r) return r.error();
             out = *r;
@@ -277,19 +288,39 @@ Result<Model> Model::load(const std::string& path) {
     return Model(std::move(impl));
 }
 
-const ModelHParams& Model::hparams() const { return impl_->hp; }
-const Tokenizer& Model::tokenizer() const { return *impl_->tokenizer; }
-const GgufFile& Model::file() const { return impl_->file; }
-const std::string& Model::path() const { return impl_->path; }
-const std::string& Model::fingerprint() const { return impl_->fingerprint; }
-const kernels::WeightView& Model::token_embd() const { return impl_->token_embd; }
-const kernels::WeightView& Model::output() const { return impl_->output; }
-const float* Model::output_norm() const { return impl_->output_norm; }
-const LayerWeights& Model::layer(int32_t i) const { return impl_->layers[static_cast<size_t>(i)]; }
+const ModelHParams& Model::hparams() const {
+    return impl_->hp;
+}
+const Tokenizer& Model::tokenizer() const {
+    return *impl_->tokenizer;
+}
+const GgufFile& Model::file() const {
+    return impl_->file;
+}
+const std::string& Model::path() const {
+    return impl_->path;
+}
+const std::string& Model::fingerprint() const {
+    return impl_->fingerprint;
+}
+const kernels::WeightView& Model::token_embd() const {
+    return impl_->token_embd;
+}
+const kernels::WeightView& Model::output() const {
+    return impl_->output;
+}
+const float* Model::output_norm() const {
+    return impl_->output_norm;
+}
+const LayerWeights& Model::layer(int32_t i) const {
+    return impl_->layers[static_cast<size_t>(i)];
+}
 
 uint64_t Model::decode_weight_bytes() const {
     uint64_t total = 0;
-    auto add = [&total](const kernels::WeightView& w) { total += w.row_bytes * static_cast<uint64_t>(w.n_rows); };
+    auto add = [&total](const kernels::WeightView& w) {
+        total += w.row_bytes * static_cast<uint64_t>(w.n_rows);
+    };
     for (const auto& L : impl_->layers) {
         for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*w);
     }

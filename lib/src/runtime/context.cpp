@@ -27,7 +27,8 @@ std::vector<float> ProbeResult::mean_span_mass(int32_t ri) const {
     if (n_layers == 0 || n_heads == 0) return out;
     for (int32_t li = 0; li < n_layers; ++li) {
         for (int32_t hi = 0; hi < n_heads; ++hi) {
-            for (int32_t s = 0; s < n_spans; ++s) out[static_cast<size_t>(s)] += span_mass(li, hi, ri, s);
+            for (int32_t s = 0; s < n_spans; ++s)
+                out[static_cast<size_t>(s)] += span_mass(li, hi, ri, s);
         }
     }
     const float inv = 1.0f / static_cast<float>(n_layers * n_heads);
@@ -50,7 +51,7 @@ struct ForwardExtras {
     ApeParams ape;
     const ProbeRequest* probe = nullptr;
     ProbeResult* probe_out = nullptr;
-    int32_t probe_row0 = 0;  // call index of this micro-batch's first row
+    int32_t probe_row0 = 0;                     // call index of this micro-batch's first row
     std::vector<float>* value_drift = nullptr;  // per row, at layer n_layers - 1
 };
 
@@ -111,7 +112,8 @@ struct Context::Impl {
     bool prepare_rows(const ForwardRows& rows, const ForwardExtras& ex);
     Status cpu_only(const char* what) const;
     void attention(int32_t layer, const ForwardRows& rows, bool masked, const ApeParams& ape);
-    void adjust_row(float* row, int64_t visible, BlockTag qtag, bool masked, const ApeParams& ape) const;
+    void adjust_row(float* row, int64_t visible, BlockTag qtag, bool masked,
+                    const ApeParams& ape) const;
     void probe(int32_t layer, const ForwardRows& rows, bool masked, const ForwardExtras& ex);
     Status prepare_probe(const ProbeRequest& req, int32_t n_tokens, ProbeResult& out) const;
 
@@ -141,11 +143,13 @@ void Context::Impl::key_runs(int32_t layer, int64_t n_keys, std::vector<KeyRun>&
         }
         const int64_t e = std::min<int64_t>(int64_t{r.slot0} + r.n, n_keys);
         const int64_t off = int64_t{r.token0} * kv_dim;
-        out.push_back({at, e - at, r.kv->k_layer(layer).data() + off, r.kv->v_layer(layer).data() + off,
-                       r.back.empty() ? nullptr : r.back.data(), r.delta});
+        out.push_back({at, e - at, r.kv->k_layer(layer).data() + off,
+                       r.kv->v_layer(layer).data() + off, r.back.empty() ? nullptr : r.back.data(),
+                       r.delta});
         at = e;
     }
-    if (at < n_keys) out.push_back({at, n_keys - at, kc + at * kv_dim, vc + at * kv_dim, nullptr, 0});
+    if (at < n_keys)
+        out.push_back({at, n_keys - at, kc + at * kv_dim, vc + at * kv_dim, nullptr, 0});
 }
 
 void Context::Impl::materialize(size_t i) {
@@ -163,7 +167,8 @@ void Context::Impl::materialize(size_t i) {
         std::copy(sv, sv + int64_t{r.n} * kv_dim, dv);
         if (r.delta != 0) {
             for (int32_t t = 0; t < r.n; ++t) {
-                kernels::rope_apply(dk + t * kv_dim, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(), hp.rope_style);
+                kernels::rope_apply(dk + t * kv_dim, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(),
+                                    hp.rope_style);
             }
         }
     }
@@ -197,7 +202,8 @@ void Context::Impl::adjust_row(float* row, int64_t visible, BlockTag qtag, bool 
         }
     }
     const double lse_local = static_cast<double>(mx) + std::log(sum);
-    const auto shift = static_cast<float>((static_cast<double>(ape.scale) * ape.temperature - 1.0) * lse_local);
+    const auto shift =
+        static_cast<float>((static_cast<double>(ape.scale) * ape.temperature - 1.0) * lse_local);
     for (int64_t j = 0; j < visible; ++j) {
         if (slot_tags[static_cast<size_t>(j)].kind == BlockKind::Local && row[j] != kNegInf) {
             row[j] = row[j] * inv_t + shift;
@@ -205,7 +211,8 @@ void Context::Impl::adjust_row(float* row, int64_t visible, BlockTag qtag, bool 
     }
 }
 
-void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool masked, const ApeParams& ape) {
+void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool masked,
+                              const ApeParams& ape) {
     const ModelHParams& hp = model->hparams();
     const int64_t n = static_cast<int64_t>(rows.slots.size());
     const int64_t hd = hp.head_dim;
@@ -215,7 +222,9 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const bool adjust = masked || ape.enabled();
     auto qtag = [&](int64_t i) {
-        return rows.queries_global ? BlockTag{} : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
+        return rows.queries_global
+                   ? BlockTag{}
+                   : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
     };
     std::vector<KeyRun> runs;
     key_runs(layer, int64_t{rows.slots.back()} + 1, runs);
@@ -224,8 +233,8 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
 
     // s [m][n_keys] = scale * Q · K^T for m query rows (stride ldq) of one head group `g`, run by
     // run; a shared run placed away from its encoded position sees the rows rotated back.
-    auto scores_into = [&](float* s, int64_t n_keys, const float* qp, int64_t ldq, int64_t m, int64_t g,
-                           float* qbuf) {
+    auto scores_into = [&](float* s, int64_t n_keys, const float* qp, int64_t ldq, int64_t m,
+                           int64_t g, float* qbuf) {
         for (const KeyRun& r : runs) {
             if (r.slot0 >= n_keys) break;
             const int64_t nk = std::min(r.n, n_keys - r.slot0);
@@ -239,20 +248,23 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
                 qs = qbuf;
                 lda = hd;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nk),
-                        static_cast<int>(hd), scale, qs, static_cast<int>(lda), r.k + g * hd,
-                        static_cast<int>(kv_dim), 0.0f, s + r.slot0, static_cast<int>(n_keys));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                        static_cast<int>(nk), static_cast<int>(hd), scale, qs,
+                        static_cast<int>(lda), r.k + g * hd, static_cast<int>(kv_dim), 0.0f,
+                        s + r.slot0, static_cast<int>(n_keys));
         }
     };
     // out [m][hd] (stride ldo) = s · V, run by run.
-    auto values_into = [&](const float* s, int64_t n_keys, int64_t m, int64_t g, float* out, int64_t ldo) {
+    auto values_into = [&](const float* s, int64_t n_keys, int64_t m, int64_t g, float* out,
+                           int64_t ldo) {
         float beta = 0.0f;
         for (const KeyRun& r : runs) {
             if (r.slot0 >= n_keys) break;
             const int64_t nk = std::min(r.n, n_keys - r.slot0);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(hd),
-                        static_cast<int>(nk), 1.0f, s + r.slot0, static_cast<int>(n_keys), r.v + g * hd,
-                        static_cast<int>(kv_dim), beta, out, static_cast<int>(ldo));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m),
+                        static_cast<int>(hd), static_cast<int>(nk), 1.0f, s + r.slot0,
+                        static_cast<int>(n_keys), r.v + g * hd, static_cast<int>(kv_dim), beta, out,
+                        static_cast<int>(ldo));
             beta = 1.0f;
         }
     };
@@ -291,7 +303,8 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
             const int64_t n_rows = std::min(kAttnTile, n - i0);
             // Causal by cache slot: the row in slot t sees slots [0, t].
             const int64_t n_keys = int64_t{rows.slots[static_cast<size_t>(i0 + n_rows - 1)]} + 1;
-            scores_into(s.data(), n_keys, q.data() + i0 * q_dim + head * hd, q_dim, n_rows, g, qbuf);
+            scores_into(s.data(), n_keys, q.data() + i0 * q_dim + head * hd, q_dim, n_rows, g,
+                        qbuf);
             for (int64_t r = 0; r < n_rows; ++r) {
                 float* row = s.data() + r * n_keys;
                 const int64_t visible = int64_t{rows.slots[static_cast<size_t>(i0 + r)]} + 1;
@@ -306,7 +319,8 @@ void Context::Impl::attention(int32_t layer, const ForwardRows& rows, bool maske
 
 // Reads the probed rows of this micro-batch at `layer`: logits recomputed from the row's q and
 // the cached keys, turned into probabilities with the attention's own log-sum-exp.
-void Context::Impl::probe(int32_t layer, const ForwardRows& rows, bool masked, const ForwardExtras& ex) {
+void Context::Impl::probe(int32_t layer, const ForwardRows& rows, bool masked,
+                          const ForwardExtras& ex) {
     const ProbeRequest& req = *ex.probe;
     ProbeResult& out = *ex.probe_out;
     const auto li_it = std::find(out.layers.begin(), out.layers.end(), layer);
@@ -357,24 +371,29 @@ void Context::Impl::probe(int32_t layer, const ForwardRows& rows, bool masked, c
                 }
             }
             const BlockTag tag =
-                rows.queries_global ? BlockTag{} : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
+                rows.queries_global
+                    ? BlockTag{}
+                    : slot_tags[static_cast<size_t>(rows.slots[static_cast<size_t>(i)])];
             const size_t at = out.index(li, hi, ri);
             if (req.keep_logits) {
                 std::vector<float>& kept = out.logits[at];
                 kept.assign(row, row + visible);
                 if (masked) {
                     for (int64_t j = 0; j < visible; ++j) {
-                        if (!block_visible(tag, slot_tags[static_cast<size_t>(j)])) kept[static_cast<size_t>(j)] = kNegInf;
+                        if (!block_visible(tag, slot_tags[static_cast<size_t>(j)]))
+                            kept[static_cast<size_t>(j)] = kNegInf;
                     }
                 }
             }
             adjust_row(row, visible, tag, masked, ex.ape);
             const float row_lse = lse[static_cast<size_t>(i * hp.n_head + head)];
-            for (int64_t j = 0; j < visible; ++j) row[j] = row[j] == kNegInf ? 0.0f : std::exp(row[j] - row_lse);
+            for (int64_t j = 0; j < visible; ++j)
+                row[j] = row[j] == kNegInf ? 0.0f : std::exp(row[j] - row_lse);
             float* mass = out.mass.data() + at * static_cast<size_t>(out.n_spans);
             for (int32_t sp = 0; sp < out.n_spans; ++sp) {
                 const KeySpan span = req.spans[static_cast<size_t>(sp)];
-                const int64_t b = std::max<int64_t>(0, span.begin), e = std::min<int64_t>(visible, span.end);
+                const int64_t b = std::max<int64_t>(0, span.begin),
+                              e = std::min<int64_t>(visible, span.end);
                 double acc = 0.0;
                 for (int64_t j = b; j < e; ++j) acc += row[j];
                 mass[sp] = static_cast<float>(acc);
@@ -394,7 +413,8 @@ bool Context::Impl::prepare_rows(const ForwardRows& rows, const ForwardExtras& e
     q.resize(sz(n * int64_t{hp.n_head} * hd));
     lse.resize(sz(n * hp.n_head));
     scores.resize(sz(pool.n_threads()));
-    for (auto& s : scores) s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * n_keys_max));
+    for (auto& s : scores)
+        s.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * n_keys_max));
     qrot.resize(sz(pool.n_threads()));
     for (auto& r : qrot) r.resize(sz(std::max<int64_t>(kAttnTile, hp.n_head / hp.n_head_kv) * hd));
     if (ex.value_drift) ex.value_drift->assign(sz(n), 0.0f);
@@ -407,13 +427,15 @@ bool Context::Impl::prepare_rows(const ForwardRows& rows, const ForwardExtras& e
     }
     // Any non-Global slot in view means the mask must be evaluated.
     bool masked = false;
-    for (int64_t j = 0; j < n_keys_max && !masked; ++j) masked = slot_tags[sz(j)].kind != BlockKind::Global;
+    for (int64_t j = 0; j < n_keys_max && !masked; ++j)
+        masked = slot_tags[sz(j)].kind != BlockKind::Global;
     return masked;
 }
 
 Status Context::Impl::cpu_only(const char* what) const {
     if (!gpu) return {};
-    return make_error(Errc::Unsupported, std::string("Context::") + what + " is not on the CUDA backend yet");
+    return make_error(Errc::Unsupported,
+                      std::string("Context::") + what + " is not on the CUDA backend yet");
 }
 
 Status Context::Impl::forward_gpu(const ForwardRows& rows, const ForwardExtras& ex) {
@@ -421,7 +443,8 @@ Status Context::Impl::forward_gpu(const ForwardRows& rows, const ForwardExtras& 
     const int64_t n = static_cast<int64_t>(rows.tokens.size());
     const bool masked = prepare_rows(rows, ex);
     std::vector<BlockTag> tags(rows.slots.size());
-    for (size_t i = 0; i < tags.size(); ++i) tags[i] = slot_tags[static_cast<size_t>(rows.slots[i])];
+    for (size_t i = 0; i < tags.size(); ++i)
+        tags[i] = slot_tags[static_cast<size_t>(rows.slots[i])];
     detail::DeviceBatch b;
     b.tokens = rows.tokens;
     b.rope_cs = rope_cs;
@@ -441,7 +464,8 @@ Status Context::Impl::forward_gpu(const ForwardRows& rows, const ForwardExtras& 
             const int64_t n_keys = int64_t{rows.slots.back()} + 1;
             ATTNRAG_TRY(gpu->download_queries(n, q.data()));
             ATTNRAG_TRY(gpu->download_lse(n, lse.data()));
-            ATTNRAG_TRY(gpu->download_keys(layer, n_keys, k_cache[static_cast<size_t>(layer)].data()));
+            ATTNRAG_TRY(
+                gpu->download_keys(layer, n_keys, k_cache[static_cast<size_t>(layer)].data()));
             probe(layer, rows, masked, ex);
             return {};
         };
@@ -452,7 +476,8 @@ Status Context::Impl::forward_gpu(const ForwardRows& rows, const ForwardExtras& 
         logits.resize(before);
         return st;
     }
-    n_logit_rows += static_cast<int32_t>((logits.size() - before) / static_cast<size_t>(hp.n_vocab));
+    n_logit_rows +=
+        static_cast<int32_t>((logits.size() - before) / static_cast<size_t>(hp.n_vocab));
     return {};
 }
 
@@ -488,7 +513,8 @@ void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
 
     for (int32_t il = 0; il < ex.n_layers; ++il) {
         const LayerWeights& L = model->layer(il);
-        for (int64_t i = 0; i < n; ++i) kk.rmsnorm(x.data() + i * d, L.attn_norm, hp.rms_eps, h.data() + i * d, d);
+        for (int64_t i = 0; i < n; ++i)
+            kk.rmsnorm(x.data() + i * d, L.attn_norm, hp.rms_eps, h.data() + i * d, d);
         {
             const kernels::MatmulTarget qkv[] = {
                 {&L.wq, q.data(), q_dim}, {&L.wk, k.data(), kv_dim}, {&L.wv, v.data(), kv_dim}};
@@ -537,9 +563,11 @@ void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
         kernels::matmul(pool, gemm, L.wo, attn.data(), n, q_dim, h.data(), d);
         kk.axpy_f32(1.0f, h.data(), x.data(), n * d);
 
-        for (int64_t i = 0; i < n; ++i) kk.rmsnorm(x.data() + i * d, L.ffn_norm, hp.rms_eps, h.data() + i * d, d);
+        for (int64_t i = 0; i < n; ++i)
+            kk.rmsnorm(x.data() + i * d, L.ffn_norm, hp.rms_eps, h.data() + i * d, d);
         {
-            const kernels::MatmulTarget gate_up[] = {{&L.w_gate, gate.data(), ff}, {&L.w_up, up.data(), ff}};
+            const kernels::MatmulTarget gate_up[] = {{&L.w_gate, gate.data(), ff},
+                                                     {&L.w_up, up.data(), ff}};
             kernels::matmul_many(pool, gemm, gate_up, h.data(), n, d);
         }
         kk.silu_mul(gate.data(), up.data(), n * ff);
@@ -551,7 +579,8 @@ void Context::Impl::forward(const ForwardRows& rows, const ForwardExtras& ex) {
     const int64_t first = ex.logits_all ? 0 : n - 1;
     const int64_t n_out = n - first;
     for (int64_t i = first; i < n; ++i) {
-        kk.rmsnorm(x.data() + i * d, model->output_norm(), hp.rms_eps, h.data() + (i - first) * d, d);
+        kk.rmsnorm(x.data() + i * d, model->output_norm(), hp.rms_eps, h.data() + (i - first) * d,
+                   d);
     }
     const int64_t vocab = hp.n_vocab;
     const size_t base = sz(n_logit_rows) * sz(vocab);
@@ -569,7 +598,8 @@ Result<Context> Context::create(const Model& model, const ContextParams& params)
     const ModelHParams& hp = model.hparams();
     ContextParams p = params;
     if (p.n_ctx < 0 || p.n_threads < 0 || p.n_batch < 0) {
-        return make_error(Errc::InvalidArgument, "Context::create: n_ctx, n_threads and n_batch must be >= 0");
+        return make_error(Errc::InvalidArgument,
+                          "Context::create: n_ctx, n_threads and n_batch must be >= 0");
     }
     if (p.n_ctx == 0) p.n_ctx = hp.n_ctx_train;
     if (p.n_threads == 0) p.n_threads = kernels::ThreadPool::default_threads();
@@ -585,8 +615,9 @@ Result<Context> Context::create(const Model& model, const ContextParams& params)
     for (int32_t i = 0; i < hp.n_layer; ++i) {
         if (!impl->k_cache[static_cast<size_t>(i)].reserve(kv_floats) ||
             !impl->v_cache[static_cast<size_t>(i)].reserve(kv_floats)) {
-            return make_error(Errc::OutOfMemory, "Context::create: cannot reserve the KV cache for n_ctx = " +
-                                                     std::to_string(p.n_ctx));
+            return make_error(Errc::OutOfMemory,
+                              "Context::create: cannot reserve the KV cache for n_ctx = " +
+                                  std::to_string(p.n_ctx));
         }
     }
     if (p.backend == Backend::Cuda) {
@@ -605,20 +636,23 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
     const ModelHParams& hp = s.model->hparams();
     if (tokens.empty()) return make_error(Errc::InvalidArgument, "Context::eval: no tokens");
     if (!options.positions.empty() && options.positions.size() != tokens.size()) {
-        return make_error(Errc::InvalidArgument, "Context::eval: " + std::to_string(options.positions.size()) +
-                                                     " positions for " + std::to_string(tokens.size()) + " tokens");
+        return make_error(Errc::InvalidArgument,
+                          "Context::eval: " + std::to_string(options.positions.size()) +
+                              " positions for " + std::to_string(tokens.size()) + " tokens");
     }
     for (size_t i = 0; i < tokens.size(); ++i) {
         if (tokens[i] < 0 || tokens[i] >= hp.n_vocab) {
-            return make_error(Errc::InvalidArgument, "Context::eval: token " + std::to_string(i) + " has id " +
-                                                         std::to_string(tokens[i]) + " outside [0, " +
+            return make_error(Errc::InvalidArgument, "Context::eval: token " + std::to_string(i) +
+                                                         " has id " + std::to_string(tokens[i]) +
+                                                         " outside [0, " +
                                                          std::to_string(hp.n_vocab) + ")");
         }
     }
     if (static_cast<int64_t>(s.n_past) + static_cast<int64_t>(tokens.size()) > s.params.n_ctx) {
-        return make_error(Errc::OutOfRange, "Context::eval: context full: " + std::to_string(s.n_past) + " + " +
-                                                std::to_string(tokens.size()) + " tokens exceed n_ctx = " +
-                                                std::to_string(s.params.n_ctx));
+        return make_error(Errc::OutOfRange,
+                          "Context::eval: context full: " + std::to_string(s.n_past) + " + " +
+                              std::to_string(tokens.size()) +
+                              " tokens exceed n_ctx = " + std::to_string(s.params.n_ctx));
     }
     std::vector<int32_t> pos_storage;
     std::span<const int32_t> pos = options.positions;
@@ -632,11 +666,13 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
         if (p < 0) return make_error(Errc::InvalidArgument, "Context::eval: negative position id");
     }
     if (!options.blocks.empty() && options.blocks.size() != tokens.size()) {
-        return make_error(Errc::InvalidArgument, "Context::eval: " + std::to_string(options.blocks.size()) +
-                                                     " block tags for " + std::to_string(tokens.size()) + " tokens");
+        return make_error(Errc::InvalidArgument,
+                          "Context::eval: " + std::to_string(options.blocks.size()) +
+                              " block tags for " + std::to_string(tokens.size()) + " tokens");
     }
     if (!(options.ape.temperature > 0.0f) || !(options.ape.scale > 0.0f)) {
-        return make_error(Errc::InvalidArgument, "Context::eval: APE temperature and scale must be > 0");
+        return make_error(Errc::InvalidArgument,
+                          "Context::eval: APE temperature and scale must be > 0");
     }
 
     ForwardExtras ex;
@@ -645,13 +681,16 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
     if (ex.ape.enabled()) ATTNRAG_TRY(s.cpu_only("eval with APE"));
     bool early_exit = false;
     if (options.probe) {
-        if (!options.probe_out) return make_error(Errc::InvalidArgument, "Context::eval: probe without probe_out");
-        ATTNRAG_TRY(s.prepare_probe(*options.probe, static_cast<int32_t>(tokens.size()), *options.probe_out));
+        if (!options.probe_out)
+            return make_error(Errc::InvalidArgument, "Context::eval: probe without probe_out");
+        ATTNRAG_TRY(s.prepare_probe(*options.probe, static_cast<int32_t>(tokens.size()),
+                                    *options.probe_out));
         ex.probe = options.probe;
         ex.probe_out = options.probe_out;
         if (options.probe->stop_after_last_layer && !options.probe->layers.empty()) {
             early_exit = true;
-            ex.n_layers = *std::max_element(options.probe->layers.begin(), options.probe->layers.end()) + 1;
+            ex.n_layers =
+                *std::max_element(options.probe->layers.begin(), options.probe->layers.end()) + 1;
         }
     }
 
@@ -695,17 +734,20 @@ Status Context::eval(std::span<const TokenId> tokens, const EvalOptions& options
     return {};
 }
 
-Status Context::Impl::prepare_probe(const ProbeRequest& req, int32_t n_tokens, ProbeResult& out) const {
+Status Context::Impl::prepare_probe(const ProbeRequest& req, int32_t n_tokens,
+                                    ProbeResult& out) const {
     const ModelHParams& hp = model->hparams();
     out = ProbeResult{};
     out.layers = req.layers;
     for (int32_t l : req.layers) {
         if (l < 0 || l >= hp.n_layer) {
-            return make_error(Errc::InvalidArgument, "probe: layer " + std::to_string(l) + " outside [0, " +
+            return make_error(Errc::InvalidArgument, "probe: layer " + std::to_string(l) +
+                                                         " outside [0, " +
                                                          std::to_string(hp.n_layer) + ")");
         }
         if (std::count(req.layers.begin(), req.layers.end(), l) > 1) {
-            return make_error(Errc::InvalidArgument, "probe: layer " + std::to_string(l) + " listed twice");
+            return make_error(Errc::InvalidArgument,
+                              "probe: layer " + std::to_string(l) + " listed twice");
         }
     }
     out.heads = req.heads;
@@ -714,20 +756,23 @@ Status Context::Impl::prepare_probe(const ProbeRequest& req, int32_t n_tokens, P
     }
     for (int32_t head : out.heads) {
         if (head < 0 || head >= hp.n_head) {
-            return make_error(Errc::InvalidArgument, "probe: head " + std::to_string(head) + " outside [0, " +
+            return make_error(Errc::InvalidArgument, "probe: head " + std::to_string(head) +
+                                                         " outside [0, " +
                                                          std::to_string(hp.n_head) + ")");
         }
     }
     out.rows = req.rows;
     for (int32_t r : req.rows) {
         if (r < 0 || r >= n_tokens) {
-            return make_error(Errc::InvalidArgument, "probe: row " + std::to_string(r) + " outside the call's " +
+            return make_error(Errc::InvalidArgument, "probe: row " + std::to_string(r) +
+                                                         " outside the call's " +
                                                          std::to_string(n_tokens) + " tokens");
         }
     }
     for (const KeySpan& sp : req.spans) {
         if (sp.begin < 0 || sp.end < sp.begin) {
-            return make_error(Errc::InvalidArgument, "probe: bad key span [" + std::to_string(sp.begin) + ", " +
+            return make_error(Errc::InvalidArgument, "probe: bad key span [" +
+                                                         std::to_string(sp.begin) + ", " +
                                                          std::to_string(sp.end) + ")");
         }
     }
@@ -749,18 +794,22 @@ Status Context::Impl::check_splice(const PassageKv& kv, int32_t position) const 
     const int32_t kv_dim = hp.n_head_kv * hp.head_dim;
     if (!kv.consistent() || kv.n_layer != hp.n_layer || kv.kv_dim != kv_dim) {
         return make_error(Errc::InvalidArgument,
-                          "Context::splice: the passage state (" + std::to_string(kv.n_layer) + " layers, kv_dim " +
-                              std::to_string(kv.kv_dim) + ") does not fit this model (" +
-                              std::to_string(hp.n_layer) + " layers, kv_dim " + std::to_string(kv_dim) + ")");
+                          "Context::splice: the passage state (" + std::to_string(kv.n_layer) +
+                              " layers, kv_dim " + std::to_string(kv.kv_dim) +
+                              ") does not fit this model (" + std::to_string(hp.n_layer) +
+                              " layers, kv_dim " + std::to_string(kv_dim) + ")");
     }
-    if (position < 0) return make_error(Errc::InvalidArgument, "Context::splice: negative position id");
+    if (position < 0)
+        return make_error(Errc::InvalidArgument, "Context::splice: negative position id");
     for (TokenId t : kv.tokens) {
-        if (t < 0 || t >= hp.n_vocab) return make_error(Errc::InvalidArgument, "Context::splice: token id out of range");
+        if (t < 0 || t >= hp.n_vocab)
+            return make_error(Errc::InvalidArgument, "Context::splice: token id out of range");
     }
     if (int64_t{n_past} + kv.n_tokens > params.n_ctx) {
-        return make_error(Errc::OutOfRange, "Context::splice: context full: " + std::to_string(n_past) + " + " +
-                                                std::to_string(kv.n_tokens) + " tokens exceed n_ctx = " +
-                                                std::to_string(params.n_ctx));
+        return make_error(Errc::OutOfRange,
+                          "Context::splice: context full: " + std::to_string(n_past) + " + " +
+                              std::to_string(kv.n_tokens) +
+                              " tokens exceed n_ctx = " + std::to_string(params.n_ctx));
     }
     return {};
 }
@@ -787,7 +836,9 @@ Status Context::splice(const PassageKv& kv, int32_t position, BlockTag tag) {
             float* dv = s.v_cache[static_cast<size_t>(l)].data() + (slot0 + i) * kv_dim;
             std::copy(src_k, src_k + kv_dim, dk);
             std::copy(src_v, src_v + kv_dim, dv);
-            if (delta != 0) kernels::rope_apply(dk, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(), hp.rope_style);
+            if (delta != 0)
+                kernels::rope_apply(dk, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(),
+                                    hp.rope_style);
         }
     });
     for (int64_t i = 0; i < n; ++i) {
@@ -813,7 +864,8 @@ Status Context::splice(std::shared_ptr<const PassageKv> kv, int32_t position, Bl
     run.delta = position - kv->encoded_position;
     if (run.delta != 0) {
         run.back.resize(static_cast<size_t>(hp.n_rot / 2 * 2));
-        kernels::rope_angles(static_cast<float>(-run.delta), hp.n_rot, hp.rope_base, run.back.data());
+        kernels::rope_angles(static_cast<float>(-run.delta), hp.n_rot, hp.rope_base,
+                             run.back.data());
     }
     run.kv = std::move(kv);
     const PassageKv& state = *run.kv;
@@ -840,9 +892,10 @@ Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
     ATTNRAG_TRY(s.cpu_only("extract"));
     const ModelHParams& hp = s.model->hparams();
     if (begin < 0 || end <= begin || end > s.n_past) {
-        return make_error(Errc::InvalidArgument, "Context::extract: slots [" + std::to_string(begin) + ", " +
-                                                     std::to_string(end) + ") outside the cache's " +
-                                                     std::to_string(s.n_past) + " tokens");
+        return make_error(Errc::InvalidArgument,
+                          "Context::extract: slots [" + std::to_string(begin) + ", " +
+                              std::to_string(end) + ") outside the cache's " +
+                              std::to_string(s.n_past) + " tokens");
     }
     PassageKv kv;
     kv.n_layer = hp.n_layer;
@@ -855,8 +908,9 @@ Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
     kv.v.resize(per_layer * static_cast<size_t>(hp.n_layer));
     for (int32_t i = begin + 1; i < end; ++i) {
         if (s.positions[static_cast<size_t>(i)] != s.positions[static_cast<size_t>(i - 1)] + 1) {
-            return make_error(Errc::InvalidArgument, "Context::extract: slots [" + std::to_string(begin) + ", " +
-                                                         std::to_string(end) + ") do not have consecutive positions");
+            return make_error(Errc::InvalidArgument,
+                              "Context::extract: slots [" + std::to_string(begin) + ", " +
+                                  std::to_string(end) + ") do not have consecutive positions");
         }
     }
     // Run by run: rows of shared runs placed away from their encoded position are rotated to it.
@@ -875,8 +929,8 @@ Result<PassageKv> Context::extract(int32_t begin, int32_t end) const {
             if (r.delta == 0) continue;
             kernels::rope_angles(static_cast<float>(r.delta), hp.n_rot, hp.rope_base, fwd.data());
             for (int64_t t = b; t < e; ++t) {
-                kernels::rope_apply(dk + (t - begin) * row, hp.n_head_kv, hp.head_dim, hp.n_rot, fwd.data(),
-                                    hp.rope_style);
+                kernels::rope_apply(dk + (t - begin) * row, hp.n_head_kv, hp.head_dim, hp.n_rot,
+                                    fwd.data(), hp.rope_style);
             }
         }
     }
@@ -893,8 +947,9 @@ Status Context::recompute(std::span<const int32_t> slots, const RecomputeOptions
     }
     for (size_t i = 0; i < slots.size(); ++i) {
         if (slots[i] < 0 || slots[i] >= s.n_past || (i > 0 && slots[i] <= slots[i - 1])) {
-            return make_error(Errc::InvalidArgument,
-                              "Context::recompute: slots must be ascending, unique and inside the cache");
+            return make_error(
+                Errc::InvalidArgument,
+                "Context::recompute: slots must be ascending, unique and inside the cache");
         }
     }
     if (options.value_drift) options.value_drift->clear();
@@ -919,22 +974,28 @@ Status Context::recompute(std::span<const int32_t> slots, const RecomputeOptions
     for (size_t b = 0; b < slots.size(); b += nb) {
         const size_t e = std::min(slots.size(), b + nb);
         ForwardRows rows{std::span<const TokenId>(tokens).subspan(b, e - b),
-                         std::span<const int32_t>(pos).subspan(b, e - b), slots.subspan(b, e - b), true};
+                         std::span<const int32_t>(pos).subspan(b, e - b), slots.subspan(b, e - b),
+                         true};
         ex.value_drift = options.value_drift ? &drift_part : nullptr;
         s.forward(rows, ex);
-        if (options.value_drift) options.value_drift->insert(options.value_drift->end(), drift_part.begin(), drift_part.end());
+        if (options.value_drift)
+            options.value_drift->insert(options.value_drift->end(), drift_part.begin(),
+                                        drift_part.end());
     }
     return {};
 }
 
 Status Context::set_default_ape(ApeParams ape) {
     if (!(ape.temperature > 0.0f) || !(ape.scale > 0.0f)) {
-        return make_error(Errc::InvalidArgument, "Context::set_default_ape: temperature and scale must be > 0");
+        return make_error(Errc::InvalidArgument,
+                          "Context::set_default_ape: temperature and scale must be > 0");
     }
     impl_->default_ape = ape;
     return {};
 }
-ApeParams Context::default_ape() const { return impl_->default_ape; }
+ApeParams Context::default_ape() const {
+    return impl_->default_ape;
+}
 
 std::span<const TokenId> Context::slot_tokens() const {
     return {impl_->slot_tokens.data(), static_cast<size_t>(impl_->n_past)};
@@ -949,14 +1010,23 @@ std::span<const BlockTag> Context::slot_blocks() const {
 std::span<const float> Context::logits(int32_t i) const {
     const int32_t vocab = impl_->model->hparams().n_vocab;
     if (i < 0 || i >= impl_->n_logit_rows) return {};
-    return {impl_->logits.data() + static_cast<size_t>(i) * static_cast<size_t>(vocab), static_cast<size_t>(vocab)};
+    return {impl_->logits.data() + static_cast<size_t>(i) * static_cast<size_t>(vocab),
+            static_cast<size_t>(vocab)};
 }
 
-int32_t Context::n_logit_rows() const { return impl_->n_logit_rows; }
-int32_t Context::n_past() const { return impl_->n_past; }
-int32_t Context::n_ctx() const { return impl_->params.n_ctx; }
+int32_t Context::n_logit_rows() const {
+    return impl_->n_logit_rows;
+}
+int32_t Context::n_past() const {
+    return impl_->n_past;
+}
+int32_t Context::n_ctx() const {
+    return impl_->params.n_ctx;
+}
 
-int32_t Context::next_position() const { return impl_->next_pos; }
+int32_t Context::next_position() const {
+    return impl_->next_pos;
+}
 
 void Context::truncate(int32_t n_keep) {
     Impl& s = *impl_;
@@ -968,12 +1038,19 @@ void Context::truncate(int32_t n_keep) {
         r.n = std::min(r.n, s.n_past - r.slot0);
     }
     s.next_pos = 0;
-    for (int32_t i = 0; i < s.n_past; ++i) s.next_pos = std::max(s.next_pos, s.positions[static_cast<size_t>(i)] + 1);
+    for (int32_t i = 0; i < s.n_past; ++i)
+        s.next_pos = std::max(s.next_pos, s.positions[static_cast<size_t>(i)] + 1);
 }
 
-const Model& Context::model() const { return *impl_->model; }
-kernels::ThreadPool& Context::pool() { return impl_->pool; }
-Backend Context::backend() const { return impl_->gpu ? Backend::Cuda : Backend::Cpu; }
+const Model& Context::model() const {
+    return *impl_->model;
+}
+kernels::ThreadPool& Context::pool() {
+    return impl_->pool;
+}
+Backend Context::backend() const {
+    return impl_->gpu ? Backend::Cuda : Backend::Cpu;
+}
 
 std::string Context::backend_description() const {
     if (impl_->gpu) return "cuda: " + impl_->gpu->describe();

@@ -1,8 +1,6 @@
 // Byte-level BPE tokenizer (GPT-2 family) from GGUF metadata: special tokens, decoding, ChatML.
 #include "attnrag/tokenizer.hpp"
 
-#include "common/utf8.h"
-
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -11,6 +9,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/utf8.h"
 #include "tokenizer/pretokenize.h"
 
 namespace attnrag {

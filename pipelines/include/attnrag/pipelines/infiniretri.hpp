@@ -84,7 +84,7 @@ Result<std::vector<std::filesystem::path>> text_files(const std::filesystem::pat
 // ---- InfiniRetri ------------------------------------------------------------------------------
 
 struct InfiniRetriProgress {
-    int64_t n_tokens_read = 0;  // document tokens read so far
+    int64_t n_tokens_read = 0;   // document tokens read so far
     uint64_t n_bytes_read = 0;   // source bytes of the sentences read into chunks so far
     uint64_t n_bytes_total = 0;  // the source's size
     int32_t n_chunks = 0;        // chunks processed so far
@@ -113,15 +113,16 @@ struct InfiniRetriOptions {
     // Hold, outside the prompts, up to this many sentences that left the cache (or never entered
     // it) and were the most relevant to the question while read; the final ranking and the answer
     // read them beside the cache (KeptSentence::reserved). A safety net for a needle that the
-    // question's raw attention stops favouring: the reading itself is the one without a reserve. Relevance here is the calibrated score of answer_context_tokens
-    // taken within each chunk pass (no extra pass): the question rows' attention over that of the
-    // rows before the question's words ("Question: "), which cannot depend on it; a sentence
-    // keeps its best (KeptSentence::peak_relevance). The reserve holds at most the tokens the
-    // window has left beside a full cache and the answer. Session 18 kept such sentences in the
-    // cache instead, where at 128K they held distractors sharing the question's words in every
-    // later prompt and lost two needles (docs/niah/README.md, "Relevance reserve"). 0 = off.
-    // Default 3 since session 21: with sentence_relevance BestTimesRootSum it found every needle
-    // of the 4K-128K grids read end to end (docs/niah/README.md).
+    // question's raw attention stops favouring: the reading itself is the one without a reserve.
+    // Relevance here is the calibrated score of answer_context_tokens taken within each chunk pass
+    // (no extra pass): the question rows' attention over that of the rows before the question's
+    // words ("Question: "), which cannot depend on it; a sentence keeps its best
+    // (KeptSentence::peak_relevance). The reserve holds at most the tokens the window has left
+    // beside a full cache and the answer. Session 18 kept such sentences in the cache instead,
+    // where at 128K they held distractors sharing the question's words in every later prompt and
+    // lost two needles (docs/niah/README.md, "Relevance reserve"). 0 = off. Default 3 since session
+    // 21: with sentence_relevance BestTimesRootSum it found every needle of the 4K-128K grids read
+    // end to end (docs/niah/README.md).
     int32_t relevance_reserve = 3;
     // Most tokens the sentence cache may hold; when the kept sentences exceed it, the highest
     // scoring ones are kept. Lowered automatically so that instruction + cache + chunk + question
@@ -223,10 +224,10 @@ struct KeptSentence {
 // The reading state after a chunk (InfiniRetriOptions::on_checkpoint, ::resume).
 struct InfiniRetriCheckpoint {
     std::string question = {};
-    uint64_t offset = 0;      // source bytes read into chunks: the end of the chunk's last sentence
-    uint64_t next_end = 0;    // end of the sentence that did not fit the chunk (opens the next one)
-    int32_t chunk_fill = 0;   // tokens of the chunk that ended at `offset`
-    uint64_t digest = 0;      // of the byte ranges and token ids of every sentence up to `offset`
+    uint64_t offset = 0;     // source bytes read into chunks: the end of the chunk's last sentence
+    uint64_t next_end = 0;   // end of the sentence that did not fit the chunk (opens the next one)
+    int32_t chunk_fill = 0;  // tokens of the chunk that ended at `offset`
+    uint64_t digest = 0;     // of the byte ranges and token ids of every sentence up to `offset`
     // Of the reading options (chunk, top-k, filter, score memory, cache cap, instruction, the
     // layers and heads read, question weighting): a resume with other ones is refused.
     uint64_t settings_digest = 0;
@@ -235,7 +236,8 @@ struct InfiniRetriCheckpoint {
     int32_t max_prompt_tokens = 0;
     std::vector<float> question_weights = {};  // the frozen w_i^2 of the question rows
     std::vector<KeptSentence> cache = {};      // the kept sentences, in document order
-    std::vector<KeptSentence> reserve = {};    // InfiniRetriOptions::relevance_reserve, in document order
+    std::vector<KeptSentence> reserve =
+        {};  // InfiniRetriOptions::relevance_reserve, in document order
 };
 
 // One answer generated from one answer context (InfiniRetriOptions::answer_alternatives).
@@ -251,13 +253,14 @@ struct InfiniRetriAnswer {
     StopReason stop_reason = StopReason::MaxTokens;
     std::vector<KeptSentence> kept =
         {};  // the last cache (and the reserve) the answer was generated from, in document order
-    int64_t n_tokens_read = 0;  // document tokens (per-sentence tokenization)
+    int64_t n_tokens_read = 0;     // document tokens (per-sentence tokenization)
     int64_t n_tokens_resumed = 0;  // of those, taken from InfiniRetriOptions::resume (not re-read)
     int64_t n_sentences = 0;
     int32_t n_chunks = 0;
-    int32_t n_cache_tokens = 0;     // tokens in `kept`
-    int32_t n_context_tokens = 0;   // tokens of `kept` the answer read (options.answer_context_tokens)
-    int32_t cache_limit = 0;        // the cache cap in effect
+    int32_t n_cache_tokens = 0;  // tokens in `kept`
+    int32_t n_context_tokens =
+        0;                    // tokens of `kept` the answer read (options.answer_context_tokens)
+    int32_t cache_limit = 0;  // the cache cap in effect
     int32_t max_prompt_tokens = 0;  // longest chunk-pass prompt
     int32_t n_answer_tokens = 0;
     // Every answer generated, primary context first, when there was more than one context to
@@ -267,7 +270,8 @@ struct InfiniRetriAnswer {
     bool truncated = false;  // answer_full with truncate_full: the document was cut to the window
     // The ranking that computed KeptSentence::relevance (when computed): answer_again ranks again
     // when asked for another one.
-    InfiniRetriOptions::SentenceRelevance relevance_by = InfiniRetriOptions::SentenceRelevance::BestToken;
+    InfiniRetriOptions::SentenceRelevance relevance_by =
+        InfiniRetriOptions::SentenceRelevance::BestToken;
     double read_ms = 0;     // reading, tokenizing and all chunk passes
     double prefill_ms = 0;  // final answer prompt (summed over the candidates)
     double decode_ms = 0;
@@ -280,7 +284,8 @@ struct InfiniRetriAnswer {
 // sentences, log((n + 1) / (df + 0.5)), so words found in most of them ("the", "is") count little.
 // Words are runs of ASCII letters and digits (lower-cased) and non-ASCII bytes. 0 when `kept` is
 // empty or nothing of the sentence's new words is in the answer.
-float answer_grounding(std::span<const KeptSentence> kept, std::string_view question, std::string_view answer);
+float answer_grounding(std::span<const KeptSentence> kept, std::string_view question,
+                       std::string_view answer);
 
 // Whether two answers say much the same: their word sets (as answer_grounding's words) share at
 // least half of their union. Two empty answers agree.

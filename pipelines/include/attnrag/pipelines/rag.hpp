@@ -46,7 +46,9 @@ struct SortSignal {
     std::string neutral_question = "What do the documents say?";
 
     // The published method: last prompt row, all layers and heads, raw mass.
-    static SortSignal method() { return {.question_rows = false, .all_layers = true, .calibrated = false}; }
+    static SortSignal method() {
+        return {.question_rows = false, .all_layers = true, .calibrated = false};
+    }
 };
 
 // The upper two thirds of a model's layers, [n_layer / 3, n_layer): the default for sorting and
@@ -92,7 +94,7 @@ struct Citation {
 struct RagAnswer {
     std::string text;
     StopReason stop_reason = StopReason::MaxTokens;
-    std::vector<size_t> order;    // passages in prompt order (indices into the input), after sorting
+    std::vector<size_t> order;  // passages in prompt order (indices into the input), after sorting
     std::vector<size_t> dropped;  // passages left out because the window was full (lowest ranked)
     std::vector<Citation> citations;  // most supported first
     AssembledPrompt assembled;        // the final assembly
@@ -119,10 +121,10 @@ std::string passage_block_text(const RagPassage& p);
 
 // Answers questions; owns a context and a passage cache per instruction. Not thread-safe.
 class RagSession {
-   public:
+ public:
     // `store` (optional, borrowed) keeps passage states across questions and processes.
-    static Result<RagSession> create(const Model& model, PassageKvStore* store, int32_t n_threads = 0,
-                                     int32_t n_ctx = 0);
+    static Result<RagSession> create(const Model& model, PassageKvStore* store,
+                                     int32_t n_threads = 0, int32_t n_ctx = 0);
     RagSession(RagSession&&) noexcept;
     RagSession& operator=(RagSession&&) noexcept;
     ~RagSession();
@@ -137,7 +139,7 @@ class RagSession {
 
     Context& context();
 
-   private:
+ private:
     struct Impl;
     explicit RagSession(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;

@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
-
-#include "guarded_buffer.hpp"
 #include <cmath>
 #include <complex>
 #include <cstdint>
@@ -20,6 +18,8 @@
 
 #include "attnrag/kernels/cpu.hpp"
 #include "attnrag/kernels/types.hpp"
+#include "guarded_buffer.hpp"
+#include "random_k_quant.hpp"
 
 using namespace attnrag::kernels;
 
@@ -63,8 +63,6 @@ void put_u16(uint8_t* p, uint16_t v) {
 // ---- test-side quantizers: simple, not ggml's search, just valid blocks ------------------
 
 void quantize_row(DType t, const float* x, int64_t n, uint8_t* out, std::mt19937& rng) {
-    std::uniform_int_distribution<int> byte(0, 255);
-    std::uniform_real_distribution<float> small(0.001f, 0.02f);
     switch (t) {
         case DType::F32: std::memcpy(out, x, static_cast<size_t>(n) * 4); return;
         case DType::F16:
@@ -132,18 +130,7 @@ void quantize_row(DType t, const float* x, int64_t n, uint8_t* out, std::mt19937
         case DType::Q5_K:
         case DType::Q6_K: {
             // Random bits everywhere, finite positive scales: exercises every decode path.
-            const size_t bytes = row_bytes(t, n);
-            for (size_t i = 0; i < bytes; ++i) out[i] = static_cast<uint8_t>(byte(rng));
-            const size_t bb = type_traits(t)->block_bytes;
-            for (int64_t b = 0; b < n / 256; ++b) {
-                uint8_t* blk = out + static_cast<size_t>(b) * bb;
-                if (t == DType::Q6_K) {
-                    put_u16(blk + 208, f32_to_f16(small(rng)));
-                } else {
-                    put_u16(blk, f32_to_f16(small(rng)));
-                    put_u16(blk + 2, f32_to_f16(small(rng)));
-                }
-            }
+            attnrag::test::random_k_quant_row(t, n, out, rng, 0.001f, 0.02f);
             return;
         }
     }

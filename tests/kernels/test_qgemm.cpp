@@ -19,6 +19,7 @@
 #include "attnrag/kernels/thread_pool.hpp"
 #include "attnrag/kernels/types.hpp"
 #include "guarded_buffer.hpp"
+#include "random_k_quant.hpp"
 
 using namespace attnrag::kernels;
 
@@ -37,27 +38,9 @@ std::vector<int64_t> cols_for(DType t) {
     return {32, 32 * 7, 576, 1536};
 }
 
-void put_u16(uint8_t* p, uint16_t v) {
-    std::memcpy(p, &v, sizeof v);
-}
-
-// A K-quant row: random bits everywhere (every quant, scale and min value and the high bits),
-// with finite positive f16 super-block scales.
+// A K-quant row: random bits everywhere, finite positive f16 super-block scales.
 void random_k_row(DType t, int64_t n, uint8_t* out, std::mt19937& rng) {
-    std::uniform_int_distribution<int> byte(0, 255);
-    std::uniform_real_distribution<float> small(0.001f, 0.05f);
-    const size_t bytes = row_bytes(t, n);
-    for (size_t i = 0; i < bytes; ++i) out[i] = static_cast<uint8_t>(byte(rng));
-    const size_t bb = type_traits(t)->block_bytes;
-    for (int64_t b = 0; b < n / 256; ++b) {
-        uint8_t* blk = out + static_cast<size_t>(b) * bb;
-        if (t == DType::Q6_K) {
-            put_u16(blk + 208, f32_to_f16(small(rng)));
-        } else {
-            put_u16(blk, f32_to_f16(small(rng)));
-            put_u16(blk + 2, f32_to_f16(small(rng)));
-        }
-    }
+    attnrag::test::random_k_quant_row(t, n, out, rng, 0.001f, 0.05f);
 }
 
 // Q4_K/Q5_K: dmin * m[j] of the eight 32-element sub-blocks of a super-block (the 6-bit mins as

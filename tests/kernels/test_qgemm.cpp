@@ -184,65 +184,64 @@ struct GuardedActivations {
 std::vector<double> magnitudes(DType t, const uint8_t* w, size_t stride, int64_t n_rows,
                                int64_t n_cols, const BlockQ8A* x, int64_t x_row_blocks, int64_t m,
                                bool split_terms = false) {
-    if (split_terms && (t == DType::Q4_K || t == DType::Q5_K)) {
+    // The K-quants sum a term per super-block: term(row, dequantized row, super-block, the
+    // activation row's blocks).
+    auto per_super_block = [&](auto term) {
         std::vector<float> wf(static_cast<size_t>(n_cols));
         std::vector<double> mag(static_cast<size_t>(m * n_rows));
-        const size_t bb = type_traits(t)->block_bytes;
         for (int64_t r = 0; r < n_rows; ++r) {
             const uint8_t* row = w + stride * static_cast<size_t>(r);
             scalar().dequant[kernel_type_index(t)](row, wf.data(), n_cols);
             for (int64_t i = 0; i < m; ++i) {
                 double s = 0;
-                for (int64_t sb = 0; sb < n_cols / 256; ++sb) {
-                    double mins[8];
-                    k4_mins(row + static_cast<size_t>(sb) * bb, mins);
-                    for (int j = 0; j < 8; ++j) {
-                        const BlockQ8A& xb = x[i * x_row_blocks + sb * 8 + j];
-                        for (int e = 0; e < 32; ++e) {
-                            const double wv = wf[static_cast<size_t>(sb * 256 + 32 * j + e)];
-                            s += std::fabs(wv + mins[j]) * std::fabs(double{xb.d} * xb.qs[e]);
-                        }
-                        s += std::fabs(mins[j] * xb.d * xb.s);
-                    }
-                }
+                for (int64_t sb = 0; sb < n_cols / 256; ++sb)
+                    s += term(row, wf.data() + sb * 256, sb, x + i * x_row_blocks + sb * 8);
                 mag[static_cast<size_t>(i * n_rows + r)] = s;
             }
         }
         return mag;
+    };
+    if (split_terms && (t == DType::Q4_K || t == DType::Q5_K)) {
+        const size_t bb = type_traits(t)->block_bytes;
+        return per_super_block(
+            [&](const uint8_t* row, const float* wf, int64_t sb, const BlockQ8A* xs) {
+                double mins[8];
+                k4_mins(row + static_cast<size_t>(sb) * bb, mins);
+                double s = 0;
+                for (int j = 0; j < 8; ++j) {
+                    for (int e = 0; e < 32; ++e) {
+                        s += std::fabs(wf[32 * j + e] + mins[j]) *
+                             std::fabs(double{xs[j].d} * xs[j].qs[e]);
+                    }
+                    s += std::fabs(mins[j] * xs[j].d * xs[j].s);
+                }
+                return s;
+            });
     }
     if (split_terms && t == DType::Q6_K) {
         // Bodies that add the -32 bias as a lane of its own (the matvec) round relative to
         // |d sc d_x| (sum |q_w q_x| + 32 |s|) per 16-element half, q_w in [0, 64); bounded here
         // by sum |w x| + 64 |d sc d_x| sum |q_x|.
-        std::vector<float> wf(static_cast<size_t>(n_cols));
-        std::vector<double> mag(static_cast<size_t>(m * n_rows));
-        for (int64_t r = 0; r < n_rows; ++r) {
-            const uint8_t* row = w + stride * static_cast<size_t>(r);
-            scalar().dequant[kernel_type_index(t)](row, wf.data(), n_cols);
-            for (int64_t i = 0; i < m; ++i) {
+        return per_super_block(
+            [&](const uint8_t* row, const float* wf, int64_t sb, const BlockQ8A* xs) {
+                const uint8_t* blk = row + static_cast<size_t>(sb) * sizeof(BlockQ6_K);
+                uint16_t h;
+                std::memcpy(&h, blk + 208, 2);
+                const double d = f16_to_f32(h);
                 double s = 0;
-                for (int64_t sb = 0; sb < n_cols / 256; ++sb) {
-                    const uint8_t* blk = row + static_cast<size_t>(sb) * sizeof(BlockQ6_K);
-                    uint16_t h;
-                    std::memcpy(&h, blk + 208, 2);
-                    const double d = f16_to_f32(h);
-                    for (int k = 0; k < 16; ++k) {
-                        const BlockQ8A& xb = x[i * x_row_blocks + sb * 8 + k / 2];
-                        const double sc = static_cast<int8_t>(blk[192 + k]);
-                        double sum_qx = 0;
-                        for (int e = 0; e < 16; ++e) {
-                            const int q = xb.qs[16 * (k % 2) + e];
-                            s += std::fabs(wf[static_cast<size_t>(sb * 256 + 16 * k + e)] *
-                                           double{xb.d} * q);
-                            sum_qx += std::abs(q);
-                        }
-                        s += 64.0 * std::fabs(d * sc * xb.d) * sum_qx;
+                for (int k = 0; k < 16; ++k) {
+                    const BlockQ8A& xb = xs[k / 2];
+                    const double sc = static_cast<int8_t>(blk[192 + k]);
+                    double sum_qx = 0;
+                    for (int e = 0; e < 16; ++e) {
+                        const int q = xb.qs[16 * (k % 2) + e];
+                        s += std::fabs(wf[16 * k + e] * double{xb.d} * q);
+                        sum_qx += std::abs(q);
                     }
+                    s += 64.0 * std::fabs(d * sc * xb.d) * sum_qx;
                 }
-                mag[static_cast<size_t>(i * n_rows + r)] = s;
-            }
-        }
-        return mag;
+                return s;
+            });
     }
     if (split_terms) {
         const int64_t nb = n_cols / 32;

@@ -304,9 +304,6 @@ std::vector<float> dequantize_row(DType type, const std::vector<uint8_t>& bytes,
     return out;
 }
 
-namespace {
-
-// GPT-2 byte-level alphabet: printable bytes map to themselves, the rest to U+0100 + k.
 std::vector<std::string> byte_tokens() {
     std::vector<std::string> out(256);
     int extra = 0;
@@ -324,8 +321,6 @@ std::vector<std::string> byte_tokens() {
     }
     return out;
 }
-
-}  // namespace
 
 TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path) {
     std::mt19937 rng(spec.seed);

@@ -39,6 +39,10 @@ struct TinyWeights {
     int n_vocab = 0;
 };
 
+// GPT-2's byte-level alphabet (bytes_to_unicode): [256] the vocabulary text of each byte's token;
+// printable bytes stand for themselves, the others for U+0100 + k in byte order.
+std::vector<std::string> byte_tokens();
+
 // Writes the model to `path` (vocab: 256 byte tokens + <|endoftext|>, <|im_start|>, <|im_end|>).
 TinyWeights write_tiny_model(const TinyModelSpec& spec, const std::string& path);
 

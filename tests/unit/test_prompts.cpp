@@ -16,6 +16,7 @@
 #include "attnrag/pipelines/rag.hpp"
 #include "attnrag/tokenizer.hpp"
 #include "test_support.hpp"
+#include "tiny_model.hpp"
 
 using attnrag::ChatMessage;
 using attnrag::Errc;
@@ -82,36 +83,14 @@ ChatFormat detect_ok(const Tokenizer& tk) {
     return std::move(f).value();
 }
 
-// GPT-2's byte alphabet (bytes_to_unicode): the vocabulary text of the token for byte b.
-std::string byte_token(int b) {
-    const bool printable =
-        (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    int cp = b;
-    if (!printable) {
-        cp = 256;
-        for (int k = 0; k < b; ++k) {
-            const bool p =
-                (k >= 0x21 && k <= 0x7E) || (k >= 0xA1 && k <= 0xAC) || (k >= 0xAE && k <= 0xFF);
-            if (!p) ++cp;
-        }
-    }
-    std::string s;
-    if (cp < 0x80) {
-        s += static_cast<char>(cp);
-    } else {
-        s += static_cast<char>(0xC0 | (cp >> 6));
-        s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    return s;
-}
-
 // A vocabulary of the 256 byte tokens (ids 0..255, no merges) and the given control tokens
 // (ids 256...), with this chat template.
 TokenizerVocab byte_vocab(std::vector<std::string> specials, std::string chat_template) {
     TokenizerVocab v;
     v.pre = "llama-bpe";
+    const std::vector<std::string> bytes = attnrag::test::byte_tokens();
     for (int b = 0; b < 256; ++b) {
-        v.tokens.push_back(byte_token(b));
+        v.tokens.push_back(bytes[static_cast<size_t>(b)]);
         v.token_types.push_back(1);
     }
     for (auto& s : specials) {
